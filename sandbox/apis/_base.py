@@ -1,0 +1,278 @@
+"""What the four simulators share: request wrapping, auth tokens, faults, admin routes, JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers, QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from sandbox.apis._faults import FaultConfigError, FaultInjector, FaultPlan
+
+
+class ApiError(Exception):
+    """Raised by a handler; the simulator renders it in its vendor's error envelope."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        headers: Mapping[str, str] | None = None,
+        **extra: Any,
+    ):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+        self.extra = extra
+
+
+def json_bytes(payload: Any) -> bytes:
+    return orjson.dumps(payload)
+
+
+class JSON(Response):
+    """A JSON response serialised with orjson (fast, and it refuses floats for NaN/inf)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return content if isinstance(content, bytes) else json_bytes(content)
+
+
+class DroppedResponse(Response):
+    """Starts the response, then returns: uvicorn closes the connection with no body delivered.
+
+    Used for "the write committed but its answer was lost": the client sees a disconnect after the
+    server did the work, exactly the case that idempotency keys and external ids exist for.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(content=b"", status_code=200)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", b"64")],
+            }
+        )
+
+
+@dataclass
+class Req:
+    """What a handler needs from a request, read on the event loop and handed to a worker thread."""
+
+    method: str
+    path: str
+    path_params: dict[str, str]
+    query: QueryParams
+    headers: Headers
+    body: bytes
+    base_url: str
+
+    def json(self) -> Any:
+        if not self.body:
+            return None
+        try:
+            return orjson.loads(self.body)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "JSON_PARSER_ERROR", f"invalid JSON body: {exc}") from exc
+
+
+class TokenStore:
+    """Access tokens with a wall-clock lifetime; `revoke_all` is how "token expiry" is injected."""
+
+    def __init__(self, ttl_seconds: float, prefix: str = ""):
+        self.ttl_seconds = ttl_seconds
+        self.prefix = prefix
+        self._tokens: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def issue(self) -> str:
+        token = self.prefix + secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens[token] = time.monotonic() + self.ttl_seconds
+        return token
+
+    def valid(self, token: str) -> bool:
+        with self._lock:
+            expiry = self._tokens.get(token)
+            if expiry is None:
+                return False
+            if expiry < time.monotonic():
+                del self._tokens[token]
+                return False
+            return True
+
+    def revoke_all(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+
+@dataclass
+class _Endpoint:
+    name: str
+    path: str
+    methods: list[str]
+    handler: Callable[[Req], Response]
+    write: bool = False
+    auth: bool = True
+
+
+@dataclass
+class Credentials:
+    """What a client needs to call one simulator (the values are sandbox-only)."""
+
+    values: dict[str, str] = field(default_factory=dict)
+
+
+class Simulator:
+    """Base of a vendor simulator: subclasses declare endpoints and their vendor's envelopes."""
+
+    vendor: ClassVar[str]
+
+    def __init__(self, estate: Any, faults: FaultPlan | None = None):
+        self.estate = estate
+        self._endpoints = self.endpoints()
+        self.faults = FaultInjector(self.vendor, tuple(e.name for e in self._endpoints), faults)
+        self.base_url = ""  # set by the server once the port is known
+
+    # --- to implement --------------------------------------------------------------------------
+
+    def endpoints(self) -> list[_Endpoint]:
+        raise NotImplementedError
+
+    def error_response(self, error: ApiError) -> Response:
+        raise NotImplementedError
+
+    def rate_limit_error(self) -> ApiError:
+        return ApiError(429, "RATE_LIMITED", "Too many requests")
+
+    def authenticate(self, req: Req) -> None:
+        """Raise ApiError(401, ...) unless the request carries valid credentials."""
+
+    def revoke_tokens(self) -> None:
+        """Forget every access token issued so far (token-expiry fault)."""
+
+    def decorate(self, req: Req | None, response: Response) -> None:
+        """Add headers every response of this vendor carries."""
+
+    # --- machinery -----------------------------------------------------------------------------
+
+    def app(self) -> Starlette:
+        routes = [
+            Route(e.path, self._wrap(e), methods=e.methods, name=e.name) for e in self._endpoints
+        ]
+        routes += [
+            Route("/__admin/faults", self._admin_faults, methods=["GET", "POST", "DELETE"]),
+            Route("/__admin/faults/reset", self._admin_reset, methods=["POST"]),
+            Route("/__admin/health", self._admin_health, methods=["GET"]),
+        ]
+        return Starlette(routes=routes)
+
+    def _source_available(self) -> bool:
+        # The estate schedules "stale source" outages on its own clock (ground truth records them).
+        check = getattr(self.estate, "source_available", None)
+        return True if check is None else bool(check(self.vendor))
+
+    def _error(self, req: Req | None, error: ApiError) -> Response:
+        response = self.error_response(error)
+        for key, value in error.headers.items():
+            response.headers[key] = value
+        self.decorate(req, response)
+        return response
+
+    def _wrap(self, ep: _Endpoint) -> Callable[[Request], Any]:
+        async def handle(request: Request) -> Response:
+            faults = self.faults
+            req = Req(
+                method=request.method,
+                path=request.url.path,
+                path_params=dict(request.path_params),
+                query=request.query_params,
+                headers=request.headers,
+                body=await request.body(),
+                base_url=self.base_url or str(request.base_url).rstrip("/"),
+            )
+            if faults.fire(ep.name, "down") or not self._source_available():
+                return self._error(req, ApiError(503, "SERVICE_UNAVAILABLE", "Service unavailable"))
+            hang = faults.fire(ep.name, "hang")
+            if hang:
+                await asyncio.sleep(float(hang.params.get("seconds", 60)))
+            latency = faults.fire(ep.name, "latency")
+            if latency:
+                if "seconds" in latency.params:
+                    delay = float(latency.params["seconds"])
+                else:
+                    low = float(latency.params.get("min", 0.0))
+                    delay = faults.uniform(low, float(latency.params.get("max", low)))
+                await asyncio.sleep(delay)
+            if faults.fire(ep.name, "rate_limit"):
+                return self._error(req, self.rate_limit_error())
+            err = faults.fire(ep.name, "error")
+            if err:
+                status = int(err.params.get("status", 500))
+                return self._error(req, ApiError(status, "UNEXPECTED_ERROR", "Injected failure"))
+            try:
+                if ep.auth:
+                    if faults.fire(ep.name, "token_expiry"):
+                        self.revoke_tokens()
+                    self.authenticate(req)
+                response = await run_in_threadpool(ep.handler, req)
+            except ApiError as exc:
+                return self._error(req, exc)
+            if ep.write:
+                lost = faults.fire(ep.name, "lost_response")
+                if lost:
+                    if lost.params.get("mode", "drop") == "drop":
+                        return DroppedResponse()
+                    return self._error(req, ApiError(500, "UNEXPECTED_ERROR", "Internal error"))
+            self.decorate(req, response)
+            if faults.fire(ep.name, "malformed_json"):
+                return _mangled(response, response.body.replace(b":", b"=", 1) + b"<!--")
+            if faults.fire(ep.name, "truncated_json"):
+                return _mangled(response, response.body[: max(1, len(response.body) // 2)])
+            return response
+
+        return handle
+
+    async def _admin_faults(self, request: Request) -> Response:
+        if request.method == "POST":
+            try:
+                raw = orjson.loads(await request.body() or b"{}")
+                replace = bool(raw.pop("replace", False)) if isinstance(raw, dict) else False
+                plan = FaultPlan.from_obj(raw, default_vendor=self.vendor)
+            except (orjson.JSONDecodeError, FaultConfigError, TypeError, ValueError) as exc:
+                return JSON({"error": str(exc)}, status_code=400)
+            self.faults.load(plan, replace=replace)
+        elif request.method == "DELETE":
+            self.faults.reset()
+        return JSON(self.faults.snapshot())
+
+    async def _admin_reset(self, request: Request) -> Response:
+        self.faults.reset()
+        return JSON(self.faults.snapshot())
+
+    async def _admin_health(self, request: Request) -> Response:
+        return JSON({"vendor": self.vendor, "ok": True, "now": self.estate.now.isoformat()})
+
+
+def _mangled(response: Response, body: bytes) -> Response:
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+    return Response(body, status_code=response.status_code, headers=headers)
