@@ -160,8 +160,10 @@ def serve(
         raise
     if speedup:
         sandbox._ticker = threading.Thread(
-            target=_tick_loop, args=(estate, speedup, tick_seconds, sandbox._stop),
-            name="sandbox-clock", daemon=True,
+            target=_tick_loop,
+            args=(estate, speedup, tick_seconds, sandbox._stop),
+            name="sandbox-clock",
+            daemon=True,
         )
         sandbox._ticker.start()
     return sandbox
@@ -230,7 +232,16 @@ def spawn(
     timeout: float = 120.0,
 ) -> ChildSandbox:
     """Serve in a child process (`python -m sandbox.server`) and wait for its description."""
-    args = [sys.executable, "-m", "sandbox.server", "--scale", str(scale), "--seed", str(seed), "--json"]
+    args = [
+        sys.executable,
+        "-m",
+        "sandbox.server",
+        "--scale",
+        str(scale),
+        "--seed",
+        str(seed),
+        "--json",
+    ]
     if faults:
         args += ["--faults", str(faults)]
     if source:

@@ -78,14 +78,21 @@ class KantataSimulator(Simulator):
                     write=True,
                 ),
                 _Endpoint(
-                    "workspaces.create", f"/api/v1/workspaces{suffix}", ["POST"],
-                    self.create_workspace, write=True,
+                    "workspaces.create",
+                    f"/api/v1/workspaces{suffix}",
+                    ["POST"],
+                    self.create_workspace,
+                    write=True,
                 ),
             ]
             for obj in OBJECTS:
-                eps.append(_Endpoint(f"{obj}.list", f"/api/v1/{obj}{suffix}", ["GET"], self._lister(obj)))
+                eps.append(
+                    _Endpoint(f"{obj}.list", f"/api/v1/{obj}{suffix}", ["GET"], self._lister(obj))
+                )
         for obj in OBJECTS:
-            eps.append(_Endpoint(f"{obj}.show", f"/api/v1/{obj}/{{id}}", ["GET"], self._shower(obj)))
+            eps.append(
+                _Endpoint(f"{obj}.show", f"/api/v1/{obj}/{{id}}", ["GET"], self._shower(obj))
+            )
         return eps
 
     def error_response(self, error: ApiError) -> Response:
@@ -174,7 +181,11 @@ class KantataSimulator(Simulator):
                 exprs.append(col > value if op == ">" else col < value)
         if "only" in q:
             exprs.append(pl.col("id").is_in([v for v in q["only"].split(",") if v]))
-        refs = {k[len("external_reference_") :]: v for k, v in q.items() if k.startswith("external_reference_")}
+        refs = {
+            k[len("external_reference_") :]: v
+            for k, v in q.items()
+            if k.startswith("external_reference_")
+        }
         if refs and obj != "external_references":
             ref_frame = self._frame("external_references").filter(
                 pl.col("subject_type") == _SUBJECT_TYPE.get(obj, obj)
@@ -185,7 +196,11 @@ class KantataSimulator(Simulator):
                 ref_frame = ref_frame.filter(pl.col(column).is_in(value.split(",")))
             exprs.append(pl.col("id").is_in(ref_frame["subject_id"].implode()))
         for key, value in q.items():
-            if key in _RESERVED or key.startswith("external_reference_") or key not in frame.columns:
+            if (
+                key in _RESERVED
+                or key.startswith("external_reference_")
+                or key not in frame.columns
+            ):
                 continue
             dtype = frame.schema[key]
             try:
@@ -215,7 +230,11 @@ class KantataSimulator(Simulator):
         order = q.get("order", "id:asc")
         ordered = self._ordered(self._filtered(obj, req), order)
         name = f"{obj}.list"
-        if page > 1 and ordered.height >= (page - 1) * per_page and self.faults.fire(name, "change_between_pages"):
+        if (
+            page > 1
+            and ordered.height >= (page - 1) * per_page
+            and self.faults.fire(name, "change_between_pages")
+        ):
             # Touch a record the client has already been given: under updated_at ordering it moves
             # to the end and the next page starts one record later (one record is never seen).
             touched = ordered["id"][(page - 2) * per_page]
@@ -226,7 +245,9 @@ class KantataSimulator(Simulator):
         rows = ordered.slice(start, per_page)
         if page > 1 and start <= ordered.height and self.faults.fire(name, "duplicate_page"):
             rows = pl.concat([ordered.slice(start - 1, 1), rows])
-        return JSON(self._envelope(obj, rows, req, total=ordered.height, page=page, per_page=per_page))
+        return JSON(
+            self._envelope(obj, rows, req, total=ordered.height, page=page, per_page=per_page)
+        )
 
     def _envelope(
         self, obj: str, rows: pl.DataFrame, req: Req, total: int, page: int, per_page: int
@@ -266,7 +287,8 @@ class KantataSimulator(Simulator):
             return target, rows[ids_col].explode().drop_nulls().unique().to_list()
         if target == "external_references" and obj in _SUBJECT_TYPE:
             refs = self._frame(target).filter(
-                (pl.col("subject_type") == _SUBJECT_TYPE[obj]) & pl.col("subject_id").is_in(rows["id"].implode())
+                (pl.col("subject_type") == _SUBJECT_TYPE[obj])
+                & pl.col("subject_id").is_in(rows["id"].implode())
             )
             return target, refs["id"].to_list()
         return None, []
@@ -281,18 +303,26 @@ class KantataSimulator(Simulator):
         for key, value in raw.items():
             if key not in schema or key in forbidden:
                 raise ApiError(
-                    422, "INVALID", f"{key} is not a writable attribute", type="validation", field=key
+                    422,
+                    "INVALID",
+                    f"{key} is not a writable attribute",
+                    type="validation",
+                    field=key,
                 )
             try:
                 values[key] = coerce_value(value, schema[key])
             except (ValueError, ArithmeticError) as exc:
-                raise ApiError(422, "INVALID", f"{key}: {exc}", type="validation", field=key) from exc
+                raise ApiError(
+                    422, "INVALID", f"{key}: {exc}", type="validation", field=key
+                ) from exc
         return values
 
     def create_workspace(self, req: Req) -> Response:
         body = req.json() or {}
         raw = body.get("workspace") if isinstance(body, dict) else None
-        values = self._values("workspaces", raw, {"id", "created_at", "updated_at", "external_reference_ids"})
+        values = self._values(
+            "workspaces", raw, {"id", "created_at", "updated_at", "external_reference_ids"}
+        )
         if not values.get("title"):
             raise ApiError(
                 422, "INVALID", "Please give your project a title", type="validation", field="title"
@@ -311,13 +341,18 @@ class KantataSimulator(Simulator):
         values = self._values("external_references", raw, {"id", "created_at", "updated_at"})
         for required in ("subject_type", "subject_id", "service_model_ref"):
             if not values.get(required):
-                raise ApiError(422, "INVALID", f"{required} can't be blank", type="validation", field=required)
+                raise ApiError(
+                    422, "INVALID", f"{required} can't be blank", type="validation", field=required
+                )
         subject_obj = {v: k for k, v in _SUBJECT_TYPE.items()}.get(values["subject_type"])
         with self.estate.lock:
-            if subject_obj is None or self._frame(subject_obj).filter(
-                pl.col("id") == values["subject_id"]
-            ).height == 0:
-                raise ApiError(422, "INVALID", "Subject not found", type="validation", field="subject_id")
+            if (
+                subject_obj is None
+                or self._frame(subject_obj).filter(pl.col("id") == values["subject_id"]).height == 0
+            ):
+                raise ApiError(
+                    422, "INVALID", "Subject not found", type="validation", field="subject_id"
+                )
             refs = self._frame("external_references")
             # The upsert key: the referenced external record and the Kantata subject it belongs to.
             match = refs.filter(
@@ -335,7 +370,10 @@ class KantataSimulator(Simulator):
                     current = self.estate.get(VENDOR, "workspaces", values["subject_id"]) or {}
                     linked = list(current.get("external_reference_ids") or [])
                     self.estate.update(
-                        VENDOR, "workspaces", values["subject_id"], {"external_reference_ids": [*linked, ref_id]}
+                        VENDOR,
+                        "workspaces",
+                        values["subject_id"],
+                        {"external_reference_ids": [*linked, ref_id]},
                     )
             frame = self._frame("external_references").filter(pl.col("id") == ref_id)
         return JSON(self._envelope("external_references", frame, req, total=1, page=1, per_page=1))

@@ -125,16 +125,27 @@ class NetSuiteSimulator(Simulator):
             _Endpoint("token", f"{rest}/auth/oauth2/v1/token", ["POST"], self.token, auth=False),
             _Endpoint("suiteql", f"{rest}/query/v1/suiteql", ["POST"], self.suiteql),
             _Endpoint("record.get", f"{rest}/record/v1/{{rtype}}/{{rid}}", ["GET"], self.get),
-            _Endpoint("record.put", f"{rest}/record/v1/{{rtype}}/{{rid}}", ["PUT"], self.put, write=True),
-            _Endpoint("record.patch", f"{rest}/record/v1/{{rtype}}/{{rid}}", ["PATCH"], self.patch, write=True),
-            _Endpoint("record.post", f"{rest}/record/v1/{{rtype}}", ["POST"], self.post, write=True),
+            _Endpoint(
+                "record.put", f"{rest}/record/v1/{{rtype}}/{{rid}}", ["PUT"], self.put, write=True
+            ),
+            _Endpoint(
+                "record.patch",
+                f"{rest}/record/v1/{{rtype}}/{{rid}}",
+                ["PATCH"],
+                self.patch,
+                write=True,
+            ),
+            _Endpoint(
+                "record.post", f"{rest}/record/v1/{{rtype}}", ["POST"], self.post, write=True
+            ),
         ]
 
     def error_response(self, error: ApiError) -> Response:
         title, section = _TITLES.get(error.status, ("Error", "sec10.4.1"))
-        code = {"UNEXPECTED_ERROR": "UNEXPECTED_ERROR", "RATE_LIMITED": "CONCURRENCY_LIMIT_EXCEEDED"}.get(
-            error.code, error.code
-        )
+        code = {
+            "UNEXPECTED_ERROR": "UNEXPECTED_ERROR",
+            "RATE_LIMITED": "CONCURRENCY_LIMIT_EXCEEDED",
+        }.get(error.code, error.code)
         body = {
             "type": f"https://www.w3.org/Protocols/rfc2616/rfc2616-sec10.html#{section}",
             "title": error.extra.get("title", title),
@@ -179,7 +190,10 @@ class NetSuiteSimulator(Simulator):
         form = {k: v[-1] for k, v in parse_qs(req.body.decode()).items()}
         if form.get("grant_type") != "client_credentials":
             return JSON({"error": "unsupported_grant_type"}, status_code=400)
-        if form.get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+        if (
+            form.get("client_assertion_type")
+            != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+        ):
             return JSON({"error": "invalid_request"}, status_code=400)
         # The JWT signature is not checked (no certificates are registered in the sandbox).
         if _jwt_claims(form.get("client_assertion", "")).get("iss") != self.credentials.client_id:
@@ -212,18 +226,25 @@ class NetSuiteSimulator(Simulator):
         except ValueError as exc:
             raise ApiError(400, "INVALID_PARAMETER", "limit and offset must be integers") from exc
         if not 1 <= limit <= MAX_LIMIT:
-            raise ApiError(400, "INVALID_PARAMETER", f"Invalid 'limit' value; it must be 1..{MAX_LIMIT}.")
+            raise ApiError(
+                400, "INVALID_PARAMETER", f"Invalid 'limit' value; it must be 1..{MAX_LIMIT}."
+            )
         if offset < 0 or offset % limit:
-            raise ApiError(400, "INVALID_PARAMETER", "Invalid 'offset' value; it must be a multiple of 'limit'.")
+            raise ApiError(
+                400,
+                "INVALID_PARAMETER",
+                "Invalid 'offset' value; it must be a multiple of 'limit'.",
+            )
         if offset >= RESULT_CAP:
             raise ApiError(
-                400, "INVALID_PARAMETER",
+                400,
+                "INVALID_PARAMETER",
                 f"SuiteQL returns at most {RESULT_CAP} results; narrow the query.",
             )
         body = req.json()
         text = body.get("q") if isinstance(body, dict) else None
         if not text:
-            raise ApiError(400, "INVALID_PARAMETER", "The request body must be {\"q\": \"<SuiteQL>\"}.")
+            raise ApiError(400, "INVALID_PARAMETER", 'The request body must be {"q": "<SuiteQL>"}.')
         try:
             query = parse_suiteql(text)
         except QueryError as exc:
@@ -251,11 +272,16 @@ class NetSuiteSimulator(Simulator):
                         to_char[alias] = oracle_to_strftime(item.to_char)
         except QueryError as exc:
             raise ApiError(
-                400, "INVALID_PARAMETER",
+                400,
+                "INVALID_PARAMETER",
                 f"Invalid search query. Detailed unprocessed description follows. Search error "
                 f"occurred: {exc} for record '{table}'.",
             ) from exc
-        if offset > 0 and result.height > offset - limit and self.faults.fire("suiteql", "change_between_pages"):
+        if (
+            offset > 0
+            and result.height > offset - limit
+            and self.faults.fire("suiteql", "change_between_pages")
+        ):
             # Offset paging re-runs the query: touching a record already served moves it to the end.
             rid = result["id"][offset - limit] if "id" in columns else None
             if rid is not None:
@@ -271,7 +297,9 @@ class NetSuiteSimulator(Simulator):
         base = f"{req.base_url}/services/rest/query/v1/suiteql"
         links = []
         if offset > 0:
-            links.append({"rel": "previous", "href": f"{base}?limit={limit}&offset={max(0, offset - limit)}"})
+            links.append(
+                {"rel": "previous", "href": f"{base}?limit={limit}&offset={max(0, offset - limit)}"}
+            )
         links.append({"rel": "first", "href": f"{base}?limit={limit}&offset=0"})
         if has_more:
             links.append({"rel": "next", "href": f"{base}?limit={limit}&offset={offset + limit}"})
@@ -309,12 +337,19 @@ class NetSuiteSimulator(Simulator):
 
     def _render_record(self, rtype: str, row: pl.DataFrame, base: str) -> dict[str, Any]:
         names = {v: k for k, v in _FIELD_NAMES.get(rtype, {}).items()}
-        flat = netsuite_items(row, to_char={c: "%Y-%m-%dT%H:%M:%SZ" for c, d in row.schema.items() if isinstance(d, pl.Datetime)})[0]
+        flat = netsuite_items(
+            row,
+            to_char={
+                c: "%Y-%m-%dT%H:%M:%SZ" for c, d in row.schema.items() if isinstance(d, pl.Datetime)
+            },
+        )[0]
         flat.pop("links", None)
         # Record JSON keeps dates ISO (not the SuiteQL user format) and numbers as numbers.
         typed = row.row(0, named=True)
         out: dict[str, Any] = {
-            "links": [{"rel": "self", "href": f"{base}/services/rest/record/v1/{rtype}/{typed['id']}"}]
+            "links": [
+                {"rel": "self", "href": f"{base}/services/rest/record/v1/{rtype}/{typed['id']}"}
+            ]
         }
         for column, text in flat.items():
             key = names.get(column) or _CAMEL.get(column, column)
@@ -330,7 +365,9 @@ class NetSuiteSimulator(Simulator):
                 target = _REFERENCES[column]
                 value = {
                     "id": text,
-                    "links": [{"rel": "self", "href": f"{base}/services/rest/record/v1/{target}/{text}"}],
+                    "links": [
+                        {"rel": "self", "href": f"{base}/services/rest/record/v1/{target}/{text}"}
+                    ],
                 }
             out[key] = value
         return out
@@ -339,7 +376,9 @@ class NetSuiteSimulator(Simulator):
         rtype, rid = req.path_params["rtype"], req.path_params["rid"]
         found = self._lookup(rtype, rid)
         if found.height == 0:
-            raise ApiError(404, "NONEXISTENT_ID", f"The record instance does not exist. Invalid id {rid}.")
+            raise ApiError(
+                404, "NONEXISTENT_ID", f"The record instance does not exist. Invalid id {rid}."
+            )
         return JSON(self._render_record(rtype.lower(), found.head(1), req.base_url))
 
     def _values(self, rtype: str, body: Any, table: str) -> dict[str, Any]:
@@ -355,15 +394,20 @@ class NetSuiteSimulator(Simulator):
             column = names.get(key, key.lower())
             if column not in schema or column in _READ_ONLY:
                 raise ApiError(
-                    400, "INVALID_PARAMETER",
-                    f"Invalid field name '{key}' for record type '{rtype}'.", 
+                    400,
+                    "INVALID_PARAMETER",
+                    f"Invalid field name '{key}' for record type '{rtype}'.",
                 )
-            if isinstance(raw, dict):  # a reference {"id": ...} (or {"externalId": ...} unsupported)
+            if isinstance(
+                raw, dict
+            ):  # a reference {"id": ...} (or {"externalId": ...} unsupported)
                 raw = raw.get("id")
             try:
                 values[column] = coerce_value(raw, schema[column])
             except (ValueError, ArithmeticError) as exc:
-                raise ApiError(400, "INVALID_PARAMETER", f"Invalid value for '{key}': {exc}") from exc
+                raise ApiError(
+                    400, "INVALID_PARAMETER", f"Invalid value for '{key}': {exc}"
+                ) from exc
         return values
 
     def _location(self, req: Req, rtype: str, rid: str) -> str:
@@ -373,7 +417,8 @@ class NetSuiteSimulator(Simulator):
         rtype, rid = req.path_params["rtype"].lower(), req.path_params["rid"]
         if not rid.startswith("eid:"):
             raise ApiError(
-                400, "INVALID_PARAMETER",
+                400,
+                "INVALID_PARAMETER",
                 "PUT upserts by external id: use /record/v1/<type>/eid:<externalId>.",
             )
         table, type_filter = self._record_table(rtype)
@@ -388,7 +433,9 @@ class NetSuiteSimulator(Simulator):
                 if type_filter:
                     values["type"] = type_filter
                 (record_id,) = self.estate.insert(VENDOR, table, [values])
-        return Response(status_code=204, headers={"Location": self._location(req, rtype, record_id)})
+        return Response(
+            status_code=204, headers={"Location": self._location(req, rtype, record_id)}
+        )
 
     def patch(self, req: Req) -> Response:
         rtype, rid = req.path_params["rtype"].lower(), req.path_params["rid"]
@@ -397,7 +444,9 @@ class NetSuiteSimulator(Simulator):
         with self.estate.lock:
             found = self._lookup(rtype, rid)
             if found.height == 0:
-                raise ApiError(404, "NONEXISTENT_ID", f"The record instance does not exist. Invalid id {rid}.")
+                raise ApiError(
+                    404, "NONEXISTENT_ID", f"The record instance does not exist. Invalid id {rid}."
+                )
             self.estate.update(VENDOR, table, found["id"][0], values)
         return Response(status_code=204)
 
@@ -409,7 +458,8 @@ class NetSuiteSimulator(Simulator):
         with self._write_lock:
             if key and key in self._idempotency:
                 raise ApiError(
-                    400, "IDEMPOTENCY_ERROR",
+                    400,
+                    "IDEMPOTENCY_ERROR",
                     "A request with the same idempotency key is already submitted. See the "
                     '"Location" header for a link to the previously submitted request.',
                     headers={"Location": self._idempotency[key]},

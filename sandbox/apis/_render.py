@@ -75,9 +75,7 @@ def netsuite_strings(frame: pl.DataFrame, to_char: dict[str, str] | None = None)
             exprs.append(col.dt.strftime(to_char[name]).alias(name))
         elif isinstance(dtype, pl.Datetime | pl.Date):
             exprs.append(
-                pl.format(
-                    "{}/{}/{}", col.dt.month(), col.dt.day(), col.dt.year()
-                ).alias(name)
+                pl.format("{}/{}/{}", col.dt.month(), col.dt.day(), col.dt.year()).alias(name)
             )
         elif isinstance(dtype, pl.Boolean):
             exprs.append(pl.when(col).then(pl.lit("T")).otherwise(pl.lit("F")).alias(name))

@@ -19,7 +19,14 @@ from starlette.responses import Response
 
 from sandbox.apis._base import JSON, ApiError, Req, Simulator, TokenStore, _Endpoint
 from sandbox.apis._faults import FaultPlan
-from sandbox.apis._query import QueryError, Query, filter_frame, parse_soql, resolve_column, sort_frame
+from sandbox.apis._query import (
+    Query,
+    QueryError,
+    filter_frame,
+    parse_soql,
+    resolve_column,
+    sort_frame,
+)
 from sandbox.apis._render import coerce_value, salesforce_rows
 
 VENDOR = "salesforce"
@@ -80,21 +87,46 @@ class SalesforceSimulator(Simulator):
         for kind in ("query", "queryAll"):
             for suffix in ("/", ""):
                 eps.append(_Endpoint("query", f"{data}/{kind}{suffix}", ["GET"], self.query))
-            eps.append(_Endpoint("query_more", f"{data}/{kind}/{{locator}}", ["GET"], self.query_more))
+            eps.append(
+                _Endpoint("query_more", f"{data}/{kind}/{{locator}}", ["GET"], self.query_more)
+            )
         eps += [
             _Endpoint("limits", f"{data}/limits/", ["GET"], self.limits),
-            _Endpoint("sobject_create", f"{data}/sobjects/{{sobject}}/", ["POST"], self.create, write=True),
-            _Endpoint("sobject_create", f"{data}/sobjects/{{sobject}}", ["POST"], self.create, write=True),
+            _Endpoint(
+                "sobject_create", f"{data}/sobjects/{{sobject}}/", ["POST"], self.create, write=True
+            ),
+            _Endpoint(
+                "sobject_create", f"{data}/sobjects/{{sobject}}", ["POST"], self.create, write=True
+            ),
             _Endpoint("sobject_get", f"{data}/sobjects/{{sobject}}/{{id}}", ["GET"], self.get),
-            _Endpoint("sobject_update", f"{data}/sobjects/{{sobject}}/{{id}}", ["PATCH"], self.update, write=True),
-            _Endpoint("sobject_get", f"{data}/sobjects/{{sobject}}/{{field}}/{{value}}", ["GET"], self.get_by_external_id),
-            _Endpoint("upsert", f"{data}/sobjects/{{sobject}}/{{field}}/{{value}}", ["PATCH"], self.upsert, write=True),
+            _Endpoint(
+                "sobject_update",
+                f"{data}/sobjects/{{sobject}}/{{id}}",
+                ["PATCH"],
+                self.update,
+                write=True,
+            ),
+            _Endpoint(
+                "sobject_get",
+                f"{data}/sobjects/{{sobject}}/{{field}}/{{value}}",
+                ["GET"],
+                self.get_by_external_id,
+            ),
+            _Endpoint(
+                "upsert",
+                f"{data}/sobjects/{{sobject}}/{{field}}/{{value}}",
+                ["PATCH"],
+                self.upsert,
+                write=True,
+            ),
         ]
         return eps
 
     def error_response(self, error: ApiError) -> Response:
         code = _ERROR_CODES.get(error.code, error.code)
-        body = [{"message": error.message, "errorCode": code, "fields": error.extra.get("fields", [])}]
+        body = [
+            {"message": error.message, "errorCode": code, "fields": error.extra.get("fields", [])}
+        ]
         return JSON(body, status_code=error.status)
 
     def rate_limit_error(self) -> ApiError:
@@ -146,7 +178,10 @@ class SalesforceSimulator(Simulator):
             ok = _jwt_claims(form.get("assertion", "")).get("iss") == self.credentials.client_id
         else:
             return JSON(
-                {"error": "unsupported_grant_type", "error_description": "grant type not supported"},
+                {
+                    "error": "unsupported_grant_type",
+                    "error_description": "grant type not supported",
+                },
                 status_code=400,
             )
         if not ok:
@@ -216,11 +251,19 @@ class SalesforceSimulator(Simulator):
         offset = int(offset_text)
         previous_last = locator.rows.row(offset - 1, named=True) if offset > 0 else None
         return self._page(
-            locator.sobject, locator.rows, offset, locator.batch, locator.version, locator_id, req,
+            locator.sobject,
+            locator.rows,
+            offset,
+            locator.batch,
+            locator.version,
+            locator_id,
+            req,
             previous_last=previous_last,
         )
 
-    def _run(self, frame: pl.DataFrame, q: Query, sobject: str, include_deleted: bool) -> pl.DataFrame:
+    def _run(
+        self, frame: pl.DataFrame, q: Query, sobject: str, include_deleted: bool
+    ) -> pl.DataFrame:
         if not include_deleted and "IsDeleted" in frame.columns:
             frame = frame.filter(~pl.col("IsDeleted").fill_null(False))
         frame = sort_frame(filter_frame(frame, q), q)
@@ -353,30 +396,40 @@ class SalesforceSimulator(Simulator):
             column = lowered.get(key.lower())
             if column is None:
                 raise ApiError(
-                    400, "INVALID_FIELD", f"No such column '{key}' on sobject of type {sobject}",
+                    400,
+                    "INVALID_FIELD",
+                    f"No such column '{key}' on sobject of type {sobject}",
                     fields=[key],
                 )
             if column in forbidden:
                 raise ApiError(
-                    400, "INVALID_FIELD_FOR_INSERT_UPDATE",
-                    f"Unable to create/update fields: {column}.", fields=[column],
+                    400,
+                    "INVALID_FIELD_FOR_INSERT_UPDATE",
+                    f"Unable to create/update fields: {column}.",
+                    fields=[column],
                 )
             try:
                 values[column] = coerce_value(value, schema[column])
             except (ValueError, ArithmeticError) as exc:
-                raise ApiError(400, "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{column}: {exc}", fields=[column]) from exc
+                raise ApiError(
+                    400, "INVALID_TYPE_ON_FIELD_IN_RECORD", f"{column}: {exc}", fields=[column]
+                ) from exc
         return values
 
     def create(self, req: Req) -> Response:
         sobject = self._sobject(req.path_params["sobject"])
-        values = self._values(sobject, req.json(), {"Id", "SystemModstamp", "LastModifiedDate", "CreatedDate"})
+        values = self._values(
+            sobject, req.json(), {"Id", "SystemModstamp", "LastModifiedDate", "CreatedDate"}
+        )
         with self.estate.lock:
             (new_id,) = self.estate.insert(VENDOR, sobject, [values])
         return JSON({"id": new_id, "success": True, "errors": []}, status_code=201)
 
     def update(self, req: Req) -> Response:
         sobject = self._sobject(req.path_params["sobject"])
-        values = self._values(sobject, req.json(), {"Id", "SystemModstamp", "LastModifiedDate", "CreatedDate"})
+        values = self._values(
+            sobject, req.json(), {"Id", "SystemModstamp", "LastModifiedDate", "CreatedDate"}
+        )
         with self.estate.lock:
             if self._find(sobject, "Id", req.path_params["id"]).height == 0:
                 raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
@@ -403,7 +456,9 @@ class SalesforceSimulator(Simulator):
             if req.query.get("updateOnly", "").lower() == "true":
                 raise ApiError(404, "NOT_FOUND", "The requested resource does not exist")
             (record_id,) = self.estate.insert(VENDOR, sobject, [{field: key, **values}])
-        return JSON({"id": record_id, "success": True, "errors": [], "created": True}, status_code=201)
+        return JSON(
+            {"id": record_id, "success": True, "errors": [], "created": True}, status_code=201
+        )
 
     def _multiple(self, sobject: str, found: pl.DataFrame, version: str) -> Response:
         urls = [f"/services/data/{version}/sobjects/{sobject}/{rid}" for rid in found["Id"]]
@@ -414,7 +469,9 @@ def _field(name: str, columns: Any) -> str:
     for column in columns:
         if column.lower() == name.lower():
             return column
-    raise ApiError(404, "NOT_FOUND", "Provided external ID field does not exist or is not accessible: " + name)
+    raise ApiError(
+        404, "NOT_FOUND", "Provided external ID field does not exist or is not accessible: " + name
+    )
 
 
 def _select_fields(frame: pl.DataFrame, fields: str | None) -> pl.DataFrame:

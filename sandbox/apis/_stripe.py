@@ -26,7 +26,13 @@ API_VERSION = "2026-06-24.dahlia"
 EVENT_RETENTION = dt.timedelta(days=30)
 LISTS = ("customers", "invoices", "payment_intents", "invoice_payments", "events")
 SEARCHABLE = ("customers", "invoices", "payment_intents")
-_PREFIX = {"customers": "cus", "invoices": "in", "payment_intents": "pi", "invoice_payments": "inpay", "events": "evt"}
+_PREFIX = {
+    "customers": "cus",
+    "invoices": "in",
+    "payment_intents": "pi",
+    "invoice_payments": "inpay",
+    "events": "evt",
+}
 _EVENT_FRAMES = {
     "customer": "customers",
     "invoice": "invoices",
@@ -80,17 +86,39 @@ class StripeSimulator(Simulator):
     def endpoints(self) -> list[_Endpoint]:
         eps: list[_Endpoint] = []
         for obj in SEARCHABLE:
-            eps.append(_Endpoint(f"{obj}.search", f"/v1/{obj}/search", ["GET"], self._searcher(obj)))
+            eps.append(
+                _Endpoint(f"{obj}.search", f"/v1/{obj}/search", ["GET"], self._searcher(obj))
+            )
         for obj in LISTS:
             eps.append(_Endpoint(f"{obj}.list", f"/v1/{obj}", ["GET"], self._lister(obj)))
-            eps.append(_Endpoint(f"{obj}.retrieve", f"/v1/{obj}/{{id}}", ["GET"], self._retriever(obj)))
+            eps.append(
+                _Endpoint(f"{obj}.retrieve", f"/v1/{obj}/{{id}}", ["GET"], self._retriever(obj))
+            )
         eps += [
-            _Endpoint("customers.create", "/v1/customers", ["POST"], self.create_customer, write=True),
-            _Endpoint("customers.update", "/v1/customers/{id}", ["POST"], self.update_customer, write=True),
+            _Endpoint(
+                "customers.create", "/v1/customers", ["POST"], self.create_customer, write=True
+            ),
+            _Endpoint(
+                "customers.update", "/v1/customers/{id}", ["POST"], self.update_customer, write=True
+            ),
             _Endpoint("invoices.create", "/v1/invoices", ["POST"], self.create_invoice, write=True),
-            _Endpoint("invoices.update", "/v1/invoices/{id}", ["POST"], self.update_invoice, write=True),
-            _Endpoint("invoices.finalize", "/v1/invoices/{id}/finalize", ["POST"], self.finalize_invoice, write=True),
-            _Endpoint("invoiceitems.create", "/v1/invoiceitems", ["POST"], self.create_invoice_item, write=True),
+            _Endpoint(
+                "invoices.update", "/v1/invoices/{id}", ["POST"], self.update_invoice, write=True
+            ),
+            _Endpoint(
+                "invoices.finalize",
+                "/v1/invoices/{id}/finalize",
+                ["POST"],
+                self.finalize_invoice,
+                write=True,
+            ),
+            _Endpoint(
+                "invoiceitems.create",
+                "/v1/invoiceitems",
+                ["POST"],
+                self.create_invoice_item,
+                write=True,
+            ),
         ]
         return eps
 
@@ -109,7 +137,8 @@ class StripeSimulator(Simulator):
 
     def rate_limit_error(self) -> ApiError:
         return ApiError(
-            429, "RATE_LIMITED",
+            429,
+            "RATE_LIMITED",
             "Request rate limit exceeded. Learn more about rate limits here "
             "https://stripe.com/docs/rate-limits.",
             code="rate_limit",
@@ -155,7 +184,9 @@ class StripeSimulator(Simulator):
             target = _EVENT_FRAMES.get(str(otype[0]))
             if target is None:
                 continue
-            found = self._frame(target).filter(pl.col("id").is_in(group["data_object_id"].implode()))
+            found = self._frame(target).filter(
+                pl.col("id").is_in(group["data_object_id"].implode())
+            )
             for row in self._render(target, found):
                 objects[(str(otype[0]), row["id"])] = row
         out = []
@@ -169,7 +200,10 @@ class StripeSimulator(Simulator):
                     "data": {"object": objects.get((ev["data_object_type"], ev["data_object_id"]))},
                     "livemode": bool(ev.get("livemode")),
                     "pending_webhooks": 0,
-                    "request": {"id": ev.get("request_id"), "idempotency_key": ev.get("request_idempotency_key")},
+                    "request": {
+                        "id": ev.get("request_id"),
+                        "idempotency_key": ev.get("request_idempotency_key"),
+                    },
                     "type": ev["type"],
                 }
             )
@@ -186,8 +220,11 @@ class StripeSimulator(Simulator):
             found = self._frame(obj).filter(pl.col("id") == rid)
             if found.height == 0:
                 raise ApiError(
-                    404, "NOT_FOUND", f"No such {obj[:-1].replace('_', ' ')}: '{rid}'",
-                    code="resource_missing", param="id",
+                    404,
+                    "NOT_FOUND",
+                    f"No such {obj[:-1].replace('_', ' ')}: '{rid}'",
+                    code="resource_missing",
+                    param="id",
                 )
             return JSON(self._render(obj, found)[0])
 
@@ -223,14 +260,21 @@ class StripeSimulator(Simulator):
             positions = ordered.with_row_index("__pos").filter(pl.col("id") == cursor)["__pos"]
             if positions.len() == 0:
                 raise ApiError(
-                    400, "INVALID", f"No such object: '{cursor}'", code="resource_missing",
+                    400,
+                    "INVALID",
+                    f"No such object: '{cursor}'",
+                    code="resource_missing",
                     param="starting_after" if starting_after else "ending_before",
                 )
             pos = int(positions[0])
             if starting_after:
                 if self.faults.fire(name, "change_between_pages"):
                     self._touch(obj, ordered.slice(pos + 1, 1))
-                    ordered = self._frame(obj).filter(*exprs).sort(["created", "id"], descending=True) if exprs else self._frame(obj).sort(["created", "id"], descending=True)
+                    ordered = (
+                        self._frame(obj).filter(*exprs).sort(["created", "id"], descending=True)
+                        if exprs
+                        else self._frame(obj).sort(["created", "id"], descending=True)
+                    )
                 page = ordered.slice(pos + 1, limit)
                 has_more = pos + 1 + limit < ordered.height
                 if self.faults.fire(name, "duplicate_page"):
@@ -244,7 +288,14 @@ class StripeSimulator(Simulator):
             has_more = ordered.height > limit
         if duplicate is not None:
             page = pl.concat([duplicate, page])
-        return JSON({"object": "list", "data": self._render(obj, page), "has_more": has_more, "url": f"/v1/{obj}"})
+        return JSON(
+            {
+                "object": "list",
+                "data": self._render(obj, page),
+                "has_more": has_more,
+                "url": f"/v1/{obj}",
+            }
+        )
 
     def _touch(self, obj: str, rows: pl.DataFrame) -> None:
         if rows.height and obj != "events":
@@ -268,7 +319,9 @@ class StripeSimulator(Simulator):
                 raise ApiError(400, "INVALID", "Invalid page token.", param="page") from exc
         page = ordered.slice(start, limit)
         has_more = start + limit < ordered.height
-        next_page = base64.urlsafe_b64encode(str(start + limit).encode()).decode() if has_more else None
+        next_page = (
+            base64.urlsafe_b64encode(str(start + limit).encode()).decode() if has_more else None
+        )
         return JSON(
             {
                 "object": "search_result",
@@ -285,21 +338,26 @@ class StripeSimulator(Simulator):
     def _idempotent(self, req: Req, action: Any) -> Response:
         """Stripe's replay: same key and parameters -> the first response again, marked replayed."""
         key = req.headers.get("idempotency-key")
-        fingerprint = hashlib.sha256(req.method.encode() + req.path.encode() + b"?" + req.body).hexdigest()
+        fingerprint = hashlib.sha256(
+            req.method.encode() + req.path.encode() + b"?" + req.body
+        ).hexdigest()
         with self._write_lock:
             if key:
                 saved = self._idempotency.get(key)
                 if saved is not None:
                     if saved.fingerprint != fingerprint:
                         raise ApiError(
-                            400, "IDEMPOTENCY",
+                            400,
+                            "IDEMPOTENCY",
                             "Keys for idempotent requests can only be used with the same parameters "
                             f"they were first used with. Try using a key other than '{key}' if you "
                             "meant to execute a different request.",
                             type="idempotency_error",
                         )
                     return Response(
-                        saved.body, status_code=saved.status, media_type="application/json",
+                        saved.body,
+                        status_code=saved.status,
+                        media_type="application/json",
                         headers={"Idempotent-Replayed": "true", "Idempotency-Key": key},
                     )
             try:
@@ -307,7 +365,9 @@ class StripeSimulator(Simulator):
             except ApiError as exc:
                 response = self.error_response(exc)
             if key:
-                self._idempotency[key] = _Saved(fingerprint, response.status_code, bytes(response.body))
+                self._idempotency[key] = _Saved(
+                    fingerprint, response.status_code, bytes(response.body)
+                )
                 response.headers["Idempotency-Key"] = key
                 response.headers["Original-Request"] = "req_" + fingerprint[:14]
             return response
@@ -324,7 +384,11 @@ class StripeSimulator(Simulator):
         found = self._frame(obj).filter(pl.col("id") == rid)
         if found.height == 0:
             raise ApiError(
-                404, "NOT_FOUND", f"No such {obj[:-1]}: '{rid}'", code="resource_missing", param="id"
+                404,
+                "NOT_FOUND",
+                f"No such {obj[:-1]}: '{rid}'",
+                code="resource_missing",
+                param="id",
             )
         return found
 
@@ -360,7 +424,9 @@ class StripeSimulator(Simulator):
         def action(params: dict[str, Any]) -> Response:
             customer = params.get("customer")
             if not customer:
-                raise ApiError(400, "INVALID", "Missing required param: customer.", param="customer")
+                raise ApiError(
+                    400, "INVALID", "Missing required param: customer.", param="customer"
+                )
             cust = self._one("customers", str(customer)).row(0, named=True)
             now = self.estate.now
             method = params.get("collection_method", "charge_automatically")
@@ -381,7 +447,10 @@ class StripeSimulator(Simulator):
                 "total": 0,
                 "due_date": due,
                 "status_transitions": {
-                    "finalized_at": None, "marked_uncollectible_at": None, "paid_at": None, "voided_at": None,
+                    "finalized_at": None,
+                    "marked_uncollectible_at": None,
+                    "paid_at": None,
+                    "voided_at": None,
                 },
             }
             meta = self._metadata(params)
@@ -415,19 +484,32 @@ class StripeSimulator(Simulator):
         def action(params: dict[str, Any]) -> Response:
             invoice = params.get("invoice")
             if not invoice:
-                raise ApiError(400, "INVALID", "This simulator needs param: invoice.", param="invoice")
+                raise ApiError(
+                    400, "INVALID", "This simulator needs param: invoice.", param="invoice"
+                )
             try:
                 amount = int(params.get("amount", ""))
             except ValueError as exc:
                 raise ApiError(400, "INVALID", "Invalid integer: amount", param="amount") from exc
             row = self._one("invoices", str(invoice)).row(0, named=True)
             if row["status"] != "draft":
-                raise ApiError(400, "INVALID", "You can only add invoice items to draft invoices.", param="invoice")
+                raise ApiError(
+                    400,
+                    "INVALID",
+                    "You can only add invoice items to draft invoices.",
+                    param="invoice",
+                )
             total = int(row["total"] or 0) + amount
             with self.estate.lock:
                 self.estate.update(
-                    VENDOR, "invoices", row["id"],
-                    {"total": total, "amount_due": total, "amount_remaining": total - int(row["amount_paid"] or 0)},
+                    VENDOR,
+                    "invoices",
+                    row["id"],
+                    {
+                        "total": total,
+                        "amount_due": total,
+                        "amount_remaining": total - int(row["amount_paid"] or 0),
+                    },
                 )
             return JSON(
                 {
@@ -450,13 +532,20 @@ class StripeSimulator(Simulator):
         def action(params: dict[str, Any]) -> Response:
             row = self._one("invoices", req.path_params["id"]).row(0, named=True)
             if row["status"] != "draft":
-                raise ApiError(400, "INVALID", "This invoice is already finalized.", code="invoice_not_editable")
+                raise ApiError(
+                    400,
+                    "INVALID",
+                    "This invoice is already finalized.",
+                    code="invoice_not_editable",
+                )
             transitions = dict(row.get("status_transitions") or {})
             transitions["finalized_at"] = self.estate.now
             number = row.get("number") or f"SBX-{row['id'][-8:].upper()}"
             with self.estate.lock:
                 self.estate.update(
-                    VENDOR, "invoices", row["id"],
+                    VENDOR,
+                    "invoices",
+                    row["id"],
                     {"status": "open", "status_transitions": transitions, "number": number},
                 )
             return JSON(self._render("invoices", self._one("invoices", row["id"]))[0])
@@ -495,7 +584,9 @@ def _limit(raw: Any) -> int:
         raise ApiError(400, "INVALID", "Invalid integer: limit", param="limit") from exc
     if not 1 <= limit <= 100:
         raise ApiError(
-            400, "INVALID", "This value must be greater than or equal to 1 and less than or equal to 100.",
+            400,
+            "INVALID",
+            "This value must be greater than or equal to 1 and less than or equal to 100.",
             param="limit",
         )
     return limit
@@ -512,7 +603,9 @@ def _created_filter(raw: Any) -> list[pl.Expr]:
         out = []
         for op, value in raw.items():
             if op not in ops:
-                raise ApiError(400, "INVALID", f"Received unknown parameter: created[{op}]", param="created")
+                raise ApiError(
+                    400, "INVALID", f"Received unknown parameter: created[{op}]", param="created"
+                )
             out.append(ops[op](dt.datetime.fromtimestamp(int(value), dt.UTC)))
         return out
     except (TypeError, ValueError) as exc:
@@ -542,7 +635,9 @@ def _search_exprs(text: str, frame: pl.DataFrame) -> list[pl.Expr]:
         else:
             name = m.group("field")
             if name not in frame.columns:
-                raise ApiError(400, "INVALID", f"Field '{name}' is not supported for search", param="query")
+                raise ApiError(
+                    400, "INVALID", f"Field '{name}' is not supported for search", param="query"
+                )
             col = pl.col(name)
             if name == "created":
                 value = dt.datetime.fromtimestamp(int(value), dt.UTC)
@@ -552,7 +647,12 @@ def _search_exprs(text: str, frame: pl.DataFrame) -> list[pl.Expr]:
                 value = str(value)
         op = m.group("op")
         exprs.append(
-            {":": col == value, ">": col > value, "<": col < value, ">=": col >= value, "<=": col <= value}[op]
+            {
+                ":": col == value,
+                ">": col > value,
+                "<": col < value,
+                ">=": col >= value,
+                "<=": col <= value,
+            }[op]
         )
     return exprs
-

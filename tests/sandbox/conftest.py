@@ -66,8 +66,13 @@ class TinyEstate:
             full[idc] = full[idc] or _new_id(vendor, obj, self._seq)
             for c, d in schema.items():
                 if isinstance(d, pl.Datetime) and c in (
-                    MODIFIED_COLUMN[(vendor, obj)], "created_at", "CreatedDate", "LastModifiedDate",
-                    "created", "datecreated", "createddate",
+                    MODIFIED_COLUMN[(vendor, obj)],
+                    "created_at",
+                    "CreatedDate",
+                    "LastModifiedDate",
+                    "created",
+                    "datecreated",
+                    "createddate",
                 ):
                     full[c] = self._now
                 if isinstance(d, pl.Boolean) and full[c] is None:
@@ -76,7 +81,9 @@ class TinyEstate:
                 full["object"] = _STRIPE_OBJECT[obj]
             ids.append(full[idc])
             new.append(full)
-        self._frames[(vendor, obj)] = pl.concat([frame, pl.DataFrame(new, schema=schema, orient="row")])
+        self._frames[(vendor, obj)] = pl.concat(
+            [frame, pl.DataFrame(new, schema=schema, orient="row")]
+        )
         return ids
 
     def update(self, vendor: str, obj: str, id: str, changes: dict[str, Any]) -> None:
@@ -98,7 +105,9 @@ class TinyEstate:
         self._now += duration
 
     def tick(self, real_elapsed: Any, speedup: float) -> dt.timedelta:
-        seconds = real_elapsed.total_seconds() if isinstance(real_elapsed, dt.timedelta) else real_elapsed
+        seconds = (
+            real_elapsed.total_seconds() if isinstance(real_elapsed, dt.timedelta) else real_elapsed
+        )
         step = dt.timedelta(seconds=seconds * speedup)
         self.advance(step)
         return step
@@ -112,7 +121,13 @@ _STRIPE_OBJECT = {
     "events": "event",
 }
 _SF_PREFIX = {"Account": "001", "Opportunity": "006", "OpportunityHistory": "008"}
-_STRIPE_PREFIX = {"customers": "cus", "invoices": "in", "payment_intents": "pi", "invoice_payments": "inpay", "events": "evt"}
+_STRIPE_PREFIX = {
+    "customers": "cus",
+    "invoices": "in",
+    "payment_intents": "pi",
+    "invoice_payments": "inpay",
+    "events": "evt",
+}
 
 
 def _new_id(vendor: str, obj: str, n: int) -> str:
@@ -175,7 +190,7 @@ def _row(vendor: str, obj: str, schema: dict[str, Any], i: int) -> list[Any]:
 
 @pytest.fixture(scope="session")
 def tiny_estate() -> TinyEstate:
-    return TinyEstate(rows=25)
+    return TinyEstate(rows=450)
 
 
 @pytest.fixture(scope="session")
