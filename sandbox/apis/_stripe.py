@@ -127,7 +127,7 @@ class StripeSimulator(Simulator):
             "type": error.extra.get("type") or _ERROR_TYPES.get(error.status, "api_error"),
             "message": error.message,
         }
-        code = error.extra.get("code")
+        code = error.extra.get("stripe_code")
         if code:
             err["code"] = code
             err["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
@@ -141,7 +141,7 @@ class StripeSimulator(Simulator):
             "RATE_LIMITED",
             "Request rate limit exceeded. Learn more about rate limits here "
             "https://stripe.com/docs/rate-limits.",
-            code="rate_limit",
+            stripe_code="rate_limit",
         )
 
     def authenticate(self, req: Req) -> None:
@@ -223,7 +223,7 @@ class StripeSimulator(Simulator):
                     404,
                     "NOT_FOUND",
                     f"No such {obj[:-1].replace('_', ' ')}: '{rid}'",
-                    code="resource_missing",
+                    stripe_code="resource_missing",
                     param="id",
                 )
             return JSON(self._render(obj, found)[0])
@@ -263,7 +263,7 @@ class StripeSimulator(Simulator):
                     400,
                     "INVALID",
                     f"No such object: '{cursor}'",
-                    code="resource_missing",
+                    stripe_code="resource_missing",
                     param="starting_after" if starting_after else "ending_before",
                 )
             pos = int(positions[0])
@@ -387,7 +387,7 @@ class StripeSimulator(Simulator):
                 404,
                 "NOT_FOUND",
                 f"No such {obj[:-1]}: '{rid}'",
-                code="resource_missing",
+                stripe_code="resource_missing",
                 param="id",
             )
         return found
@@ -536,7 +536,7 @@ class StripeSimulator(Simulator):
                     400,
                     "INVALID",
                     "This invoice is already finalized.",
-                    code="invoice_not_editable",
+                    stripe_code="invoice_not_editable",
                 )
             transitions = dict(row.get("status_transitions") or {})
             transitions["finalized_at"] = self.estate.now

@@ -139,7 +139,7 @@ def _new_id(vendor: str, obj: str, n: int) -> str:
 
 
 def _row(vendor: str, obj: str, schema: dict[str, Any], i: int) -> list[Any]:
-    base = NOW - dt.timedelta(days=40)
+    base = NOW - dt.timedelta(days=35)
     out: list[Any] = []
     for column, dtype in schema.items():
         value: Any
@@ -167,7 +167,7 @@ def _row(vendor: str, obj: str, schema: dict[str, Any], i: int) -> list[Any]:
             value = _new_id("salesforce", "Opportunity", i + 1)
         elif isinstance(dtype, pl.Datetime):
             # Stamps tie in pairs so ordering must break ties by id.
-            value = base + dt.timedelta(hours=(i // 2) * 7)
+            value = base + dt.timedelta(hours=(i // 2) * 3)
         elif dtype == pl.Date:
             value = (base + dt.timedelta(days=i)).date()
         elif isinstance(dtype, pl.Decimal):
