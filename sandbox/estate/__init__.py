@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from sandbox.estate._estate import Estate
 from sandbox.estate.schema import (
     BREAK_TYPES,
     DEFAULT_DEFECT_RATES,
@@ -21,5 +22,6 @@ __all__ = [
     "MODIFIED_COLUMN",
     "SCHEMAS",
     "VENDORS",
+    "Estate",
     "EstateInterface",
 ]
