@@ -1,0 +1,120 @@
+"""Benchmark: bulk upsert of 1,000,000 time entries, then a re-upsert with 10% changed, per backend.
+
+Run: .venv/bin/python bench/store_upsert.py [--records N] [--batch N] [--backend sqlite|postgresql]
+Targets on a 2-core machine: >= 100,000 new records/s and >= 50,000 records/s re-upserted with
+10% changed, on SQLite and on PostgreSQL. PostgreSQL is 127.0.0.1:5432 (user postgres) unless
+O2C_BENCH_POSTGRES_URL says otherwise; the benchmark creates and drops its own database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+import store
+
+T0 = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+def make_time_entries(n: int) -> pl.DataFrame:
+    """n realistic time entries: 40 per project, 2 years of dates, one modified second each."""
+    frame = pl.DataFrame({"n": pl.int_range(0, n, eager=True)})
+    return frame.select(
+        source_system=pl.lit("kantata"),
+        source_id=pl.col("n").cast(pl.String),
+        source_modified_at=pl.lit(T0) + pl.duration(seconds=pl.col("n")),
+        project_ref=(pl.col("n") // 40).cast(pl.String),
+        entry_date=pl.lit(T0.date()) + pl.duration(days=pl.col("n") % 700),
+        minutes=(pl.col("n") % 8 + 1) * 60,
+        billable=pl.col("n") % 5 != 0,
+        rate_minor=15_000 + (pl.col("n") % 10) * 500,
+        currency=pl.lit("USD"),
+        status=pl.lit("approved"),
+        approved_at=pl.lit(T0) + pl.duration(seconds=pl.col("n")),
+    ).with_columns(pl.col("entry_date").cast(pl.Date))
+
+
+def change_ten_percent(frame: pl.DataFrame) -> pl.DataFrame:
+    changed = pl.int_range(0, frame.height) % 10 == 0
+    return frame.with_columns(
+        status=pl.when(changed).then(pl.lit("invoiced")).otherwise(pl.col("status")),
+        invoice_ref=pl.when(changed).then(pl.lit("inv-1")).otherwise(pl.lit(None)),
+        source_modified_at=pl.when(changed)
+        .then(pl.col("source_modified_at") + timedelta(days=30))
+        .otherwise(pl.col("source_modified_at")),
+    )
+
+
+def run(db: store.Store, frame: pl.DataFrame, batch: int) -> tuple[float, list[store.UpsertResult]]:
+    results = []
+    started = time.perf_counter()
+    for offset in range(0, frame.height, batch):
+        results.append(db.upsert("time_entries", frame.slice(offset, batch)))
+    return time.perf_counter() - started, results
+
+
+def bench_backend(name: str, url: str, frame: pl.DataFrame, batch: int) -> None:
+    db = store.Store(url)
+    store.upgrade(db.engine)
+    try:
+        seconds, results = run(db, frame, batch)
+        inserted = sum(r.inserted for r in results)
+        print(
+            f"{name:<11} insert    {inserted:>9,} new      {seconds:6.2f} s  {inserted / seconds:>10,.0f} records/s"
+        )
+        changed = change_ten_percent(frame)
+        seconds, results = run(db, changed, batch)
+        updated = sum(r.updated for r in results)
+        unchanged = sum(r.unchanged for r in results)
+        history = sum(r.history_rows for r in results)
+        print(
+            f"{name:<11} re-upsert {frame.height:>9,} offered  {seconds:6.2f} s  "
+            f"{frame.height / seconds:>10,.0f} records/s  ({updated:,} changed, {unchanged:,} "
+            f"unchanged, {history:,} history rows; {updated / seconds:,.0f} changed/s)"
+        )
+        assert inserted == frame.height and updated == frame.height // 10
+    finally:
+        db.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=100_000)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
+    args = parser.parse_args()
+    backends = args.backend or ["sqlite", "postgresql"]
+    frame = make_time_entries(args.records)
+    print(f"{args.records:,} time entries in batches of {args.batch:,}")
+
+    if "sqlite" in backends:
+        with tempfile.TemporaryDirectory() as tmp:
+            bench_backend("sqlite", f"sqlite:///{Path(tmp) / 'bench.sqlite3'}", frame, args.batch)
+    if "postgresql" in backends:
+        admin_url = os.environ.get(
+            "O2C_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+        )
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        name = f"o2c_bench_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        try:
+            url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+            bench_backend("postgresql", url, frame, args.batch)
+        finally:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+if __name__ == "__main__":
+    main()

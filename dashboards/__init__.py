@@ -1,0 +1,1 @@
+"""Dashboards: the Streamlit console for KPIs, breaks, deal timelines and resyncs (issue 8)."""

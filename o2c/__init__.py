@@ -1,0 +1,1 @@
+"""The `o2c` command: wires settings, store and the other packages together."""

@@ -1,0 +1,110 @@
+"""The `o2c` command line: one entry point for operators, every command with --help and an example."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+import store
+from o2c.settings import Settings, describe_settings, load_settings, masked_url
+from store import O2CError
+
+app = typer.Typer(
+    name="o2c",
+    help="o2c-monitor: watch opportunity-to-cash across CRM, PSA, ERP and billing.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(
+    help="The store: create, migrate and inspect the database.", no_args_is_help=True
+)
+config_app = typer.Typer(
+    help="Settings: what is in effect and where it came from.", no_args_is_help=True
+)
+app.add_typer(db_app, name="db")
+app.add_typer(config_app, name="config")
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def _settings() -> Settings:
+    return load_settings()
+
+
+def _open_store(settings: Settings) -> store.Store:
+    if settings.store_url.startswith("sqlite:///"):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return store.Store(settings.store_url)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create the schema or migrate it to the newest revision; safe to run again.
+
+    Example: O2C_DATABASE_URL=postgresql+psycopg://postgres@127.0.0.1/o2c o2c db upgrade
+    """
+    settings = _settings()
+    db = _open_store(settings)
+    try:
+        before = store.status(db.engine)
+        after = store.upgrade(db.engine)
+    finally:
+        db.dispose()
+    where = masked_url(settings.store_url)
+    if before.current == after.current:
+        console.print(f"{where}: already at revision {after.current}")
+    else:
+        console.print(f"{where}: upgraded {before.current or 'empty'} -> {after.current}")
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Show the database, its schema revision against the code's, and record counts.
+
+    Example: o2c db status
+    """
+    settings = _settings()
+    db = _open_store(settings)
+    try:
+        state = store.status(db.engine)
+        counts = {name: db.count(name) for name in store.ENTITIES} if state.up_to_date else {}
+    finally:
+        db.dispose()
+    console.print(f"database: {masked_url(settings.store_url)} ({state.backend})")
+    console.print(f"revision: {state.current or 'none (empty database)'}; code head: {state.head}")
+    if not state.up_to_date:
+        console.print("[yellow]schema is not at head: run `o2c db upgrade`[/yellow]")
+        raise typer.Exit(1)
+    table = Table("entity", "records")
+    for name, count in counts.items():
+        table.add_row(name, f"{count:,}")
+    console.print(table)
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print every setting in effect, secrets masked, with its variable and meaning.
+
+    Example: O2C_DATA_DIR=/var/lib/o2c o2c config show
+    """
+    for variable, value, description in describe_settings(_settings()):
+        console.print(f"{variable}={value}", highlight=False, soft_wrap=True)
+        console.print(f"    [dim]{description}[/dim]", highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    """Console-script entry point: O2CError becomes one clear line and exit status 2."""
+    try:
+        app()
+    except O2CError as exc:
+        errors.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Probes: read changes from each vendor's API and write back for resyncs (built by issue 4)."""

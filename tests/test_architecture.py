@@ -1,0 +1,70 @@
+"""The layout rules of ARCHITECTURE.md, checked on the source: who may import whom, what is public."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import store
+
+ROOT = Path(__file__).resolve().parents[1]
+OURS = {"o2c", "store", "probes", "collector", "reconciler", "alerts", "dashboards", "sandbox"}
+
+# What each package may import of ours. The store is the foundation; the sandbox stands in for the
+# outside world and must stay independent of the code it tests; `o2c` sits on top of everything.
+ALLOWED: dict[str, set[str]] = {
+    "store": set(),
+    "sandbox": set(),
+    "probes": {"store"},
+    "collector": {"store", "probes"},
+    "reconciler": {"store"},
+    "alerts": {"store", "reconciler"},
+    "dashboards": {"store", "reconciler", "alerts"},
+}
+
+
+def imported_packages(package: str) -> set[str]:
+    found: set[str] = set()
+    for path in (ROOT / package).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                found.add(node.module.split(".")[0])
+    return (found & OURS) - {package}
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_point_down_the_architecture(package: str) -> None:
+    assert imported_packages(package) <= ALLOWED[package]
+
+
+def test_store_public_surface_is_pinned() -> None:
+    assert sorted(store.__all__) == sorted(
+        [
+            "ACCOUNT", "ENTITIES", "INVOICE", "MILESTONE", "OPPORTUNITY", "PAYMENT",
+            "PAYMENT_APPLICATION", "PROJECT", "TIME_ENTRY", "BatchRejected", "ConfigError",
+            "CursorAdvance", "Entity", "Field", "IngestBatch", "IngestResult", "MigrationStatus",
+            "O2CError", "ProbeRun", "QuarantineItem", "QuarantineRecord", "SchemaError", "Store",
+            "StoreError", "StoreUnavailable", "UpsertResult", "create_store_engine",
+            "currency_exponent", "entity", "from_minor", "head_revision", "metadata",
+            "normalize_currency", "require_head", "round_minor", "status", "to_minor", "upgrade",
+        ]
+    )  # fmt: skip
+    for name in store.__all__:
+        assert getattr(store, name) is not None
+
+
+def test_every_module_says_what_it_does_in_its_first_line() -> None:
+    missing = []
+    for package in OURS:
+        for path in (ROOT / package).rglob("*.py"):
+            if path.name == "__init__.py" and not path.read_text().strip():
+                continue
+            if "migrations/versions" in path.as_posix():
+                continue
+            if ast.get_docstring(ast.parse(path.read_text())) is None:
+                missing.append(str(path.relative_to(ROOT)))
+    assert missing == []
