@@ -39,6 +39,7 @@ from sandbox.estate.schema import (
 )
 
 NEVER = np.int64(2**62)
+LOWER = tuple(c.lower() for c in CURRENCIES)
 """An instant that never comes (about 146,000 years after 1970)."""
 BASE_NOW = datetime(2026, 1, 1, tzinfo=UTC)
 HISTORY_DAYS = 730
@@ -192,6 +193,27 @@ def amount_str(cents: pl.Expr) -> pl.Expr:
     )
 
 
+def const(value: object, n: int, dtype: pl.DataType | type[pl.DataType] = pl.Utf8) -> pl.Series:
+    return pl.repeat(value, n, dtype=dtype, eager=True)
+
+
+def pick(options: tuple[str, ...] | list[str], idx: np.ndarray) -> pl.Series:
+    """options[idx] as a string Series (cheaper than building numpy string arrays)."""
+    return pl.Series(list(options), dtype=pl.Utf8).gather(
+        pl.Series(np.asarray(idx, dtype=np.int64))
+    )
+
+
+def _pick(u: np.ndarray, rate: float, eligible: np.ndarray, settled: np.ndarray) -> np.ndarray:
+    """Rows drawn at `rate` among `eligible`; at least one (a settled one) when the rate is
+    positive, so every defect type shows even in a tiny estate."""
+    mask = eligible & (u < rate)
+    candidates = eligible & settled
+    if rate > 0 and not (mask & settled).any() and candidates.any():
+        mask[np.argmin(np.where(candidates, u, np.inf))] = True
+    return mask
+
+
 def take(df: pl.DataFrame, idx: np.ndarray) -> pl.DataFrame:
     return df.select(pl.all().gather(pl.Series(idx, dtype=pl.Int64)))
 
@@ -318,9 +340,9 @@ def generate_world(
     acc_name = (
         pl.DataFrame(
             {
-                "a": np.array(_ADJ)[base % len(_ADJ)],
-                "n": np.array(_NOUN)[(base // len(_ADJ)) % len(_NOUN)],
-                "s": np.array(_SUFFIX)[base // (len(_ADJ) * len(_NOUN))],
+                "a": pick(_ADJ, base % len(_ADJ)),
+                "n": pick(_NOUN, (base // len(_ADJ)) % len(_NOUN)),
+                "s": pick(_SUFFIX, base // (len(_ADJ) * len(_NOUN))),
                 "r": rep,
             }
         )
@@ -339,7 +361,7 @@ def generate_world(
         .to_series()
     )
     acc_id = salesforce_ids("001", np.arange(n_acc))
-    acc_cur = np.array(CURRENCIES)[ent]
+    acc_ccy = ent.astype(np.int64)  # currency code: index into CURRENCIES
 
     # ---------------- opportunities
     rng = rng_for(seed, "opportunities")
@@ -356,7 +378,7 @@ def generate_world(
         [rng.integers(3, 13, n_opp), rng.integers(2, 10, n_opp)],
         rng.choice(np.array([6, 12, 12, 12, 24]), n_opp),
     ).astype(np.int32)
-    team = np.clip(1 + rng.poisson(0.5, n_opp), 1, 4)
+    team = np.clip(1 + rng.poisson(0.6, n_opp), 1, 4)
     o_ent = ent[oa]
     rate_units = (
         np.choose(
@@ -380,7 +402,7 @@ def generate_world(
         ],
         fee_cents * term_m,
     ).astype(np.int64)
-    won = rng.random(n_opp) < 0.37
+    won = rng.random(n_opp) < 0.40
     lost_at = rng.choice(4, n_opp, p=[0.3, 0.3, 0.25, 0.15])
     last_open = np.where(won, 3, lost_at)  # index of the last open stage entered
     dur = (rng.exponential(11.0, (n_opp, 4)) + 1.0) * DAY
@@ -400,10 +422,8 @@ def generate_world(
     is_first = np.zeros(n_opp, bool)
     is_first[first_of_acc] = True
     opp_id = salesforce_ids("006", np.arange(n_opp))
-    opp_name = cat(
-        pl.Series(acc_name.to_numpy()[oa]), pl.lit(" - "), pl.Series(np.array(MODEL_WORDS)[model])
-    )
-    opp_cur = acc_cur[oa]
+    opp_name = cat(pl.Series(acc_name.to_numpy()[oa]), pl.lit(" - "), pick(MODEL_WORDS, model))
+    opp_ccy = acc_ccy[oa]
 
     # ---------------- defects decided per account and per won deal
     rng = rng_for(seed, "defects-deals")
@@ -412,10 +432,13 @@ def generate_world(
     acc_first_win = np.full(n_acc, NEVER)
     np.minimum.at(acc_first_win, oa[won_idx], t_close[won_idx])
     has_win = acc_first_win < NEVER
-    cust_missing = has_win & (rng.random(n_acc) < rates["customer_missing_in_erp"])
-    cust_dup = has_win & ~cust_missing & (rng.random(n_acc) < rates["customer_duplicated_in_erp"])
+    settled = acc_first_win + 200 * DAY <= now0  # old enough for the defect to show at base now
+    cust_missing = _pick(rng.random(n_acc), rates["customer_missing_in_erp"], has_win, settled)
+    cust_dup = _pick(
+        rng.random(n_acc), rates["customer_duplicated_in_erp"], has_win & ~cust_missing, settled
+    )
     u = rng.random(n_opp)
-    no_project = won & (u < rates["won_deal_without_project"])
+    no_project = _pick(u, rates["won_deal_without_project"], won, t_close + 30 * DAY <= now0)
     has_project = won & ~no_project
     # per-project defects, disjoint
     u = rng.random(n_opp)
@@ -437,11 +460,11 @@ def generate_world(
             "Id": acc_id,
             "Name": acc_name,
             "_t_first_win": ts(acc_first_win_sf),
-            "Industry": np.array(INDUSTRIES)[industry],
-            "BillingCountry": LEGAL_ENTITIES["country"].to_numpy()[ent],
-            "CurrencyIsoCode": acc_cur,
-            "Legal_Entity__c": LEGAL_ENTITIES["code"].to_numpy()[ent],
-            "Payment_Terms__c": PAYMENT_TERMS["name"].to_numpy()[term],
+            "Industry": pick(INDUSTRIES, industry),
+            "BillingCountry": pick(LEGAL_ENTITIES["country"].to_list(), ent),
+            "CurrencyIsoCode": pick(CURRENCIES, acc_ccy),
+            "Legal_Entity__c": pick(LEGAL_ENTITIES["code"].to_list(), ent),
+            "Payment_Terms__c": pick(PAYMENT_TERMS["name"].to_list(), term),
             "IsDeleted": np.zeros(n_acc, bool),
             "CreatedDate": ts(acc_created),
         }
@@ -456,10 +479,10 @@ def generate_world(
             "Name": opp_name.gather(sel),
             "AccountId": acc_id.gather(oa[sel]),
             "Amount": money(amount[sel]),
-            "CurrencyIsoCode": opp_cur[sel],
+            "CurrencyIsoCode": pick(CURRENCIES, opp_ccy[sel]),
             "CloseDate": dt_(_day_of(t_close[sel])),
-            "Type": np.where(is_first[sel], "New Business", "Existing Business"),
-            "Billing_Model__c": np.array(MODELS)[model[sel]],
+            "Type": pick(("Existing Business", "New Business"), is_first[sel]),
+            "Billing_Model__c": pick(MODELS, model[sel]),
             "Term_Months__c": term_m[sel],
             "IsDeleted": np.zeros(len(sel), bool),
             "CreatedDate": ts(o_created[sel]),
@@ -486,7 +509,7 @@ def generate_world(
         {
             "Id": salesforce_ids("008", np.arange(len(h_opp))),
             "OpportunityId": opp_id.gather(h_opp),
-            "StageName": stage_names[h_stage],
+            "StageName": pick(list(stage_names), h_stage),
             "Amount": money(amount[h_opp]),
             "CloseDate": dt_(_day_of(t_close[h_opp])),
             "Probability": prob[h_stage],
@@ -502,7 +525,7 @@ def generate_world(
                 {
                     "id": opp_id.gather(np.flatnonzero(no_project)),
                     "c": amount[no_project],
-                    "cur": opp_cur[no_project],
+                    "cur": pick(CURRENCIES, opp_ccy[no_project]),
                     "t": ts(
                         t_close[no_project]
                         + GRACE["won_deal_without_project"] // timedelta(microseconds=1)
@@ -538,7 +561,7 @@ def generate_world(
         t_done[order],
     )
     p_model = model[pi]
-    p_cur = opp_cur[pi]
+    p_ccy = opp_ccy[pi]
     ws_id = numeric_ids(100_000, n_p)
     xref_id = numeric_ids(500_000, n_p)
     price = amount[pi].copy()
@@ -550,8 +573,7 @@ def generate_world(
     price[vm & (price == amount[pi])] += 10_000
     wc = wcur[pi]
     shift = rng.integers(1, 3, n_p)
-    cur_idx = np.searchsorted(np.array(sorted(CURRENCIES)), p_cur)
-    ws_cur = np.where(wc, np.array(sorted(CURRENCIES))[(cur_idx + shift) % 3], p_cur)
+    ws_ccy = np.where(wc, (p_ccy + shift) % 3, p_ccy)
     n_users = max(8, round(150 * scale))
     creator = numeric_ids(900_000, 3 * n_users).to_numpy()[
         p_ent * n_users + rng.integers(0, n_users, n_p)
@@ -564,7 +586,7 @@ def generate_world(
             "start_date": dt_(p_start),
             "due_date": dt_(p_due),
             "price_in_cents": price,
-            "currency": ws_cur,
+            "currency": pick(CURRENCIES, ws_ccy),
             "creator_id": creator,
             "external_reference_ids": xref_id.to_frame("x").select(pl.concat_list("x")).to_series(),
             "created_at": ts(t_ws),
@@ -574,13 +596,13 @@ def generate_world(
     m["kantata", "external_references"] = pl.DataFrame(
         {
             "id": xref_id,
-            "subject_type": ["Workspace"] * n_p,
+            "subject_type": const("Workspace", n_p),
             "subject_id": ws_id,
-            "service_name": ["Salesforce"] * n_p,
-            "service_model": ["Opportunity"] * n_p,
+            "service_name": const("Salesforce", n_p),
+            "service_model": const("Opportunity", n_p),
             "service_model_ref": opp_id.gather(pi),
-            "status": ["synced"] * n_p,
-            "external_status": ["Closed Won"] * n_p,
+            "status": const("synced", n_p),
+            "external_status": const("Closed Won", n_p),
             "created_at": ts(t_ws),
             "updated_at": ts(t_ws),
         }
@@ -591,8 +613,8 @@ def generate_world(
             "opp": opp_id.gather(pi),
             "c": amount[pi],
             "price": price,
-            "cur": p_cur,
-            "wcur": ws_cur,
+            "cur": pick(CURRENCIES, p_ccy),
+            "wcur": pick(CURRENCIES, ws_ccy),
             "t": ts(t_ws),
         }
     )
@@ -769,14 +791,18 @@ def generate_world(
     inv_due = inv_day + term_days[inv_term]
 
     # time entries -> invoice ids
-    te_inv = pl.DataFrame({"p": te_p.astype(np.int64), "month": te_month.astype(np.int64)}).join(
-        inv.filter(pl.col("kind") == 0).select("p", pl.col("key").alias("month"), "kid", "t"),
-        on=["p", "month"],
-        how="left",
-        maintain_order="left",
-    )
-    te_inv_t = np.where(invoiced, te_inv["t"].fill_null(NEVER).to_numpy(), NEVER)
-    te_inv_id = pl.select(pl.when(pl.lit(pl.Series(invoiced))).then(te_inv["kid"])).to_series()
+    # a T&M invoice per (project, month): find each entry's by a sorted-key search
+    tm_rows = inv.filter(pl.col("kind") == 0)
+    tm_key = tm_rows["p"].to_numpy() * 1_000_000 + tm_rows["key"].to_numpy()
+    key_order = np.argsort(tm_key, kind="stable")
+    te_key = te_p.astype(np.int64) * 1_000_000 + te_month.astype(np.int64)
+    pos = np.clip(np.searchsorted(tm_key[key_order], te_key), 0, max(len(tm_key) - 1, 0))
+    found = invoiced & (len(tm_key) > 0)
+    if len(tm_key):
+        found &= tm_key[key_order][pos] == te_key
+    row = np.where(found, tm_rows["i"].to_numpy()[key_order][pos] if len(tm_key) else -1, -1)
+    te_inv_t = np.where(found, inv_t[np.maximum(row, 0)], NEVER)
+    te_inv_id = gather_or_null(k_inv_id, row)
     m["kantata", "time_entries"] = pl.DataFrame(
         {
             "id": te_id,
@@ -788,21 +814,20 @@ def generate_world(
             "billable": billable,
             "rate_in_cents": te_rate,
             "cost_rate_in_cents": te_cost,
-            "currency": p_cur[te_p],
+            "currency": pick(CURRENCIES, p_ccy[te_p]),
             "_invoice_id": te_inv_id,
             "created_at": ts(te_created),
             "_t_approved": ts(te_approved),
             "_t_invoiced": ts(te_inv_t),
         }
     ).with_columns(_visible_at=pl.col("created_at"))
-    m["kantata", "time_entries"] = take(m["kantata", "time_entries"], np.argsort(te_ids))
     gts.append(
         _gt(
             pl.DataFrame(
                 {
                     "id": te_id.filter(pl.Series(leak)),
                     "c": te_cents[leak],
-                    "cur": p_cur[te_p][leak],
+                    "cur": pick(CURRENCIES, p_ccy[te_p][leak]),
                     "t": ts(te_run[leak]),
                 }
             ),
@@ -825,9 +850,9 @@ def generate_world(
             "id": st_id,
             "workspace_id": ws_id.gather(ms_p),
             "title": cat("Milestone ", pl.Series(ms_k + 1).cast(pl.Utf8)),
-            "story_type": ["milestone"] * n_ms,
+            "story_type": const("milestone", n_ms),
             "price_in_cents": ms_price,
-            "currency": p_cur[ms_p],
+            "currency": pick(CURRENCIES, p_ccy[ms_p]),
             "start_date": dt_(ms_startd),
             "due_date": dt_(ms_due),
             "_invoice_id": gather_or_null(k_inv_id, ms_inv_idx),
@@ -843,7 +868,7 @@ def generate_world(
                 {
                     "id": st_id.filter(pl.Series(ms_leak)),
                     "c": ms_price[ms_leak],
-                    "cur": p_cur[ms_p][ms_leak],
+                    "cur": pick(CURRENCIES, p_ccy[ms_p][ms_leak]),
                     "t": ts(t_ms_done[ms_leak] + 10 * DAY),
                 }
             ),
@@ -879,9 +904,9 @@ def generate_world(
     cust_id_all = pl.Series(cust_ids_sorted).cast(pl.Utf8)
     acc_cust = np.full(n_acc, -1, np.int64)  # account -> row of its (original) NetSuite customer
     acc_cust[cust_acc] = np.arange(n_c)
-    sub_ids = LEGAL_ENTITIES["netsuite_subsidiary_id"].to_numpy()
-    cur_ids = LEGAL_ENTITIES["netsuite_currency_id"].to_numpy()
-    term_ids = PAYMENT_TERMS["netsuite_term_id"].to_numpy()
+    sub_ids = LEGAL_ENTITIES["netsuite_subsidiary_id"].to_list()
+    cur_ids = LEGAL_ENTITIES["netsuite_currency_id"].to_list()
+    term_ids = PAYMENT_TERMS["netsuite_term_id"].to_list()
     m["netsuite", "customer"] = pl.DataFrame(
         {
             "id": cust_id_all,
@@ -890,9 +915,9 @@ def generate_world(
             "externalid": pl.Series(
                 np.where(is_dup, None, acc_id.to_numpy()[all_acc]), dtype=pl.Utf8
             ),
-            "subsidiary": sub_ids[ent[all_acc]],
-            "currency": cur_ids[ent[all_acc]],
-            "terms": term_ids[term[all_acc]],
+            "subsidiary": pick(sub_ids, ent[all_acc]),
+            "currency": pick(cur_ids, ent[all_acc]),
+            "terms": pick(term_ids, term[all_acc]),
             "email": cat(pl.lit("ap+"), cust_id_all, pl.lit("@example.com")),
             "isinactive": np.zeros(len(all_acc), bool),
             "datecreated": ts(all_t),
@@ -906,7 +931,7 @@ def generate_world(
             "orig": cust_id_all.gather(dup_of),
             "dup": cust_id_all[n_c:],
             "t": ts(dup_t),
-            "cur": acc_cur[cust_acc[dup_of]],
+            "cur": pick(CURRENCIES, acc_ccy[cust_acc[dup_of]]),
         }
     )
     gts.append(
@@ -937,7 +962,7 @@ def generate_world(
                 {
                     "a": miss,
                     "id": acc_id.gather(miss),
-                    "cur": acc_cur[miss],
+                    "cur": pick(CURRENCIES, acc_ccy[miss]),
                     "t": ts(
                         acc_first_win[miss]
                         + GRACE["customer_missing_in_erp"] // timedelta(microseconds=1)
@@ -960,10 +985,10 @@ def generate_world(
     m["stripe", "customers"] = pl.DataFrame(
         {
             "id": sc_id,
-            "object": ["customer"] * n_c,
+            "object": const("customer", n_c),
             "name": acc_name.gather(cust_acc),
             "email": cat(pl.lit("ap+"), cust_id_all[:n_c], pl.lit("@example.com")),
-            "currency": np.char.lower(acc_cur[cust_acc].astype(str)),
+            "currency": pick(LOWER, acc_ccy[cust_acc]),
             "livemode": np.zeros(n_c, bool),
             "metadata": cust_id_all[:n_c].to_frame("netsuite_id").to_struct("metadata"),
             "created": ts(sc_t),
@@ -988,8 +1013,8 @@ def generate_world(
             "companyname": opp_name.gather(pi[jp]),
             "externalid": ws_id.gather(jp),
             "parent": gather_or_null(cust_id_all, acc_cust[p_acc[jp]]),
-            "subsidiary": sub_ids[p_ent[jp]],
-            "currency": cur_ids[p_ent[jp]],
+            "subsidiary": pick(sub_ids, p_ent[jp]),
+            "currency": pick(cur_ids, p_ent[jp]),
             "startdate": dt_(p_start[jp]),
             "projectedenddate": dt_(p_due[jp]),
             "datecreated": ts(job_t),
@@ -1028,11 +1053,9 @@ def generate_world(
         inv_t + rng.integers(1 * HOUR, 20 * HOUR, n_inv),
         t_ns + rng.integers(5 * MINUTE, 3 * HOUR, n_inv),
     )
-    inv_cur = p_cur[inv_p]
-    st_cur = inv_cur.copy()
-    cur_sorted = np.array(sorted(CURRENCIES))
-    ci = np.searchsorted(cur_sorted, inv_cur)
-    st_cur[cur_mm] = cur_sorted[(ci[cur_mm] + rng.integers(1, 3, int(cur_mm.sum()))) % 3]
+    inv_ccy = p_ccy[inv_p]
+    st_ccy = inv_ccy.copy()
+    st_ccy[cur_mm] = (inv_ccy[cur_mm] + rng.integers(1, 3, int(cur_mm.sum()))) % 3
     t_void = np.where(stat_mm, t_st + rng.integers(1, 11, n_inv) * DAY, NEVER)
     void_kind = rng.random(n_inv) < 0.5  # void vs uncollectible
 
@@ -1130,7 +1153,7 @@ def generate_world(
     full_t = np.where(ap_a1 == 0, NEVER, full_t)
 
     # Kantata invoices
-    term_names = PAYMENT_TERMS["name"].to_numpy()
+    term_names = PAYMENT_TERMS["name"].to_list()
     m["kantata", "invoices"] = pl.DataFrame(
         {
             "id": k_inv_id,
@@ -1139,8 +1162,8 @@ def generate_world(
             "due_date": dt_(inv_due),
             "draft": np.zeros(n_inv, bool),
             "balance_in_cents": inv_c,
-            "currency": inv_cur,
-            "payment_schedule": term_names[inv_term],
+            "currency": pick(CURRENCIES, inv_ccy),
+            "payment_schedule": pick(term_names, inv_term),
             "workspace_ids": ws_id.gather(inv_p)
             .to_frame("w")
             .select(pl.concat_list("w"))
@@ -1163,19 +1186,19 @@ def generate_world(
             "tranid": cat(
                 pl.lit("INV-"), pl.Series(np.arange(len(ns_sel)) + 1).cast(pl.Utf8).str.zfill(7)
             ),
-            "type": ["CustInvc"] * len(ns_sel),
+            "type": const("CustInvc", len(ns_sel)),
             "entity": gather_or_null(cust_id_all, acc_cust[inv_acc[ns_sel]]),
             "job": gather_or_null(job_id, p_job[inv_p[ns_sel]]),
             "externalid": k_inv_id.gather(ns_sel),
             "trandate": dt_(inv_day[ns_sel]),
             "duedate": dt_(inv_due[ns_sel]),
-            "currency": cur_ids[p_ent[inv_p[ns_sel]]],
-            "exchangerate": pl.Series(["1"] * len(ns_sel)).cast(pl.Decimal(18, 6)),
+            "currency": pick(cur_ids, p_ent[inv_p[ns_sel]]),
+            "exchangerate": const("1", len(ns_sel)).cast(pl.Decimal(18, 6)),
             "foreigntotal": money(ns_total[ns_sel]),
-            "foreignpaymentamountused": pl.Series([None] * len(ns_sel), dtype=MONEY),
-            "foreignpaymentamountunused": pl.Series([None] * len(ns_sel), dtype=MONEY),
-            "subsidiary": sub_ids[p_ent[inv_p[ns_sel]]],
-            "terms": term_ids[inv_term[ns_sel]],
+            "foreignpaymentamountused": const(None, len(ns_sel), MONEY),
+            "foreignpaymentamountunused": const(None, len(ns_sel), MONEY),
+            "subsidiary": pick(sub_ids, p_ent[inv_p[ns_sel]]),
+            "terms": pick(term_ids, inv_term[ns_sel]),
             "memo": cat(pl.lit("Kantata invoice "), k_inv_id.gather(ns_sel)),
             "createddate": ts(t_ns[ns_sel]),
             "_total_cents": ns_total[ns_sel],
@@ -1197,13 +1220,13 @@ def generate_world(
     m["stripe", "invoices"] = pl.DataFrame(
         {
             "id": si_id,
-            "object": ["invoice"] * len(si_sel),
+            "object": const("invoice", len(si_sel)),
             "customer": gather_or_null(sc_id, acc_cust[inv_acc[si_sel]]),
             "number": cat(
                 pl.lit("NW-"), pl.Series(np.arange(len(si_sel)) + 1).cast(pl.Utf8).str.zfill(7)
             ),
-            "collection_method": ["send_invoice"] * len(si_sel),
-            "currency": np.char.lower(st_cur[si_sel].astype(str)),
+            "collection_method": const("send_invoice", len(si_sel)),
+            "currency": pick(LOWER, st_ccy[si_sel]),
             "amount_due": si_total[si_sel],
             "total": si_total[si_sel],
             "due_date": ts(inv_due[si_sel] * DAY),
@@ -1218,7 +1241,7 @@ def generate_world(
             "_a2": ap_a2[si_sel],
             "_t_void": ts(t_void[si_sel]),
             "_t_paid": ts(full_t[si_sel]),
-            "_void_kind": np.where(void_kind[si_sel], "void", "uncollectible"),
+            "_void_kind": pick(("uncollectible", "void"), void_kind[si_sel]),
             "_seq": np.arange(len(si_sel)),
         }
     ).with_columns(_visible_at=pl.col("created"))
@@ -1230,13 +1253,13 @@ def generate_world(
             "si": gather_or_null(si_id, si_of),
             "c": inv_c,
             "nsc": ns_total,
-            "cur": inv_cur,
-            "scur": st_cur,
+            "cur": pick(CURRENCIES, inv_ccy),
+            "scur": pick(CURRENCIES, st_ccy),
             "t_ns": ts(t_ns),
             "t_st": ts(t_st),
             "t_inv": ts(inv_t),
             "t_void": ts(t_void),
-            "vk": np.where(void_kind, "void", "uncollectible"),
+            "vk": pick(("uncollectible", "void"), void_kind),
         }
     )
     three_days = 3 * DAY
@@ -1339,18 +1362,18 @@ def generate_world(
             "tranid": cat(
                 pl.lit("PYMT-"), pl.Series(row_ids - 5_000_000 + 1).cast(pl.Utf8).str.zfill(7)
             ),
-            "type": ["CustPymt"] * len(src),
+            "type": const("CustPymt", len(src)),
             "entity": gather_or_null(cust_id_all, acc_cust[pay_acc[src]]),
             "job": pl.Series([None] * len(src), dtype=pl.Utf8),
             "externalid": pl.Series([None] * len(src), dtype=pl.Utf8),
             "trandate": dt_(_day_of(all_t)),
-            "duedate": pl.Series([None] * len(src), dtype=pl.Date),
-            "currency": cur_ids[p_ent_pay],
-            "exchangerate": pl.Series(["1"] * len(src)).cast(pl.Decimal(18, 6)),
+            "duedate": const(None, len(src), pl.Date),
+            "currency": pick(cur_ids, p_ent_pay),
+            "exchangerate": const("1", len(src)).cast(pl.Decimal(18, 6)),
             "foreigntotal": money(amt),
             "foreignpaymentamountused": money(np.where(unapplied_row, 0, amt)),
             "foreignpaymentamountunused": money(np.where(unapplied_row, amt, 0)),
-            "subsidiary": sub_ids[p_ent_pay],
+            "subsidiary": pick(sub_ids, p_ent_pay),
             "terms": pl.Series([None] * len(src), dtype=pl.Utf8),
             "memo": memo.gather(src),
             "createddate": ts(all_t),
@@ -1364,12 +1387,12 @@ def generate_world(
     m["stripe", "payment_intents"] = pl.DataFrame(
         {
             "id": pi_id,
-            "object": ["payment_intent"] * len(src),
+            "object": const("payment_intent", len(src)),
             "customer": gather_or_null(sc_id, acc_cust[pay_acc[src]]),
             "amount": amt,
             "amount_received": amt,
-            "currency": np.char.lower(np.array(CURRENCIES)[p_ent_pay].astype(str)),
-            "status": ["succeeded"] * len(src),
+            "currency": pick(LOWER, p_ent_pay),
+            "status": const("succeeded", len(src)),
             "description": memo.gather(src),
             "latest_charge": pl.Series([None] * len(src), dtype=pl.Utf8),
             "livemode": np.zeros(len(src), bool),
@@ -1388,10 +1411,10 @@ def generate_world(
         pl.DataFrame(
             {
                 "previousdoc": gather_or_null(ns_inv_ids, ns_inv_of[app_inv]),
-                "previoustype": ["CustInvc"] * n_app,
+                "previoustype": const("CustInvc", n_app),
                 "nextdoc": pym_id.gather(app_pay),
-                "nexttype": ["CustPymt"] * n_app,
-                "linktype": ["Payment"] * n_app,
+                "nexttype": const("CustPymt", n_app),
+                "linktype": const("Payment", n_app),
                 "foreignamount": money(app["a"].to_numpy()),
                 "linkdate": dt_(_day_of(app["pt"].to_numpy())),
                 "lastmodifieddate": ts(app["pt"].to_numpy()),
@@ -1404,20 +1427,20 @@ def generate_world(
     m["stripe", "invoice_payments"] = pl.DataFrame(
         {
             "id": ipay_id,
-            "object": ["invoice_payment"] * n_app,
+            "object": const("invoice_payment", n_app),
             "invoice": gather_or_null(si_id, si_of[app_inv]),
             "amount_paid": app["a"].to_numpy(),
             "amount_requested": app["a"].to_numpy(),
-            "currency": np.char.lower(st_cur[app_inv].astype(str)),
+            "currency": pick(LOWER, st_ccy[app_inv]),
             "is_default": np.ones(n_app, bool),
             "livemode": np.zeros(n_app, bool),
-            "status": ["paid"] * n_app,
+            "status": const("paid", n_app),
             "payment": pl.DataFrame(
-                {"type": ["payment_intent"] * n_app, "payment_intent": pi_id.gather(app_pay)}
+                {"type": const("payment_intent", n_app), "payment_intent": pi_id.gather(app_pay)}
             ).to_struct("payment"),
             "status_transitions": pl.DataFrame(
                 {
-                    "canceled_at": pl.Series([None] * n_app, dtype=UTC_TS),
+                    "canceled_at": const(None, n_app, UTC_TS),
                     "paid_at": ts(app["pt"].to_numpy()),
                 }
             ).to_struct("status_transitions"),
@@ -1431,7 +1454,7 @@ def generate_world(
             "pi": pi_id,
             "orig_ns": pym_id.gather(src),
             "c": amt,
-            "cur": np.array(CURRENCIES)[p_ent_pay],
+            "cur": pick(CURRENCIES, p_ent_pay),
             "t": ts(all_t),
             "dup": is_dup_row,
             "un": np.concatenate([unapplied, np.zeros(len(dup_idx), bool)]),
