@@ -1,18 +1,37 @@
-"""The bulk upsert: classify a batch against what is stored, in polars, then write only what changed.
+"""The bulk upsert: stage a batch, then classify and apply it with a few set-based statements.
 
-For a batch of one entity the store reads the stored versions of the batch's keys, and polars
-splits the batch into new, changed, unchanged and stale rows and derives the history rows of the
-changed ones. Only new rows are inserted, only changed rows are updated: re-reading a page that
-is already stored writes nothing at all.
+A batch of one entity is deduplicated in polars (latest version per key), loaded into a
+temporary table (COPY on PostgreSQL, executemany on SQLite), and joined with the stored rows:
+one statement counts stale versions, one writes history for changed tracked fields, one
+updates changed rows, one inserts new keys. Re-reading a page that is already stored writes
+nothing, and the cost is a handful of statements per batch, not a round trip per record.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import polars as pl
-from sqlalchemy import Connection, func, select
+from sqlalchemy import (
+    Connection,
+    Text,
+    and_,
+    case,
+    cast,
+    column,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    table,
+    union_all,
+    update,
+)
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.expression import TableClause
 
 from store import _bulk
 from store._errors import BatchRejected
@@ -37,18 +56,6 @@ class UpsertResult:
     @property
     def written(self) -> int:
         return self.inserted + self.updated
-
-
-@dataclass(frozen=True)
-class UpsertPlan:
-    """A batch classified against the stored versions of its keys."""
-
-    new: pl.DataFrame
-    changed: pl.DataFrame
-    history: pl.DataFrame
-    unchanged: int
-    stale: int
-    duplicates: int
 
 
 def prepare_frame(entity: Entity, frame: pl.DataFrame) -> pl.DataFrame:
@@ -97,68 +104,126 @@ def prepare_frame(entity: Entity, frame: pl.DataFrame) -> pl.DataFrame:
     return prepared
 
 
-def plan_upsert(
-    entity: Entity, batch: pl.DataFrame, stored: pl.DataFrame, *, observed_at: datetime
-) -> UpsertPlan:
-    """Classify a prepared batch against the stored versions of its keys (pure polars)."""
-    offered = batch.height
-    batch = (
+def latest_versions(batch: pl.DataFrame) -> pl.DataFrame:
+    """One row per key: the newest source version, the later row on a tie (pages repeat)."""
+    return (
         batch.with_row_index("_seq")
         .sort(["source_modified_at", "_seq"])
         .unique(subset=list(KEY), keep="last", maintain_order=True)
         .drop("_seq")
     )
-    compared = ("source_modified_at", "is_deleted", *entity.data_columns)
-    joined = batch.join(
-        stored.select(*KEY, *(pl.col(c).alias(f"_old_{c}") for c in compared)),
-        on=list(KEY),
-        how="left",
-        coalesce=True,
-    ).with_columns(_found=pl.col("_old_source_modified_at").is_not_null())
-    is_new = ~pl.col("_found")
-    is_stale = pl.col("_found") & (pl.col("source_modified_at") < pl.col("_old_source_modified_at"))
-    is_same = pl.all_horizontal(pl.col(c).eq_missing(pl.col(f"_old_{c}")) for c in compared)
-    joined = joined.with_columns(
-        _state=pl.when(is_new)
-        .then(pl.lit("new"))
-        .when(is_stale)
-        .then(pl.lit("stale"))
-        .when(is_same)
-        .then(pl.lit("unchanged"))
-        .otherwise(pl.lit("changed"))
-    )
-    counts = dict(joined.group_by("_state").len().iter_rows())
-    changed = joined.filter(pl.col("_state") == "changed")
 
-    tracked = (*entity.tracked, "is_deleted")
-    history = (
-        pl.concat(
-            [
-                changed.filter(~pl.col(f).eq_missing(pl.col(f"_old_{f}"))).select(
-                    entity=pl.lit(entity.name),
-                    source_system="source_system",
-                    source_id="source_id",
-                    field=pl.lit(f),
-                    old_value=_as_text(pl.col(f"_old_{f}")),
-                    new_value=_as_text(pl.col(f)),
-                    observed_at=pl.lit(observed_at).dt.convert_time_zone("UTC"),
-                    source_modified_at="source_modified_at",
-                )
-                for f in tracked
-            ]
+
+def upsert_records(
+    conn: Connection, entity: Entity, frame: pl.DataFrame, *, observed_at: datetime
+) -> UpsertResult:
+    """Insert new records, apply newer versions, ignore older ones, and keep tracked changes.
+
+    The same version offered again changes nothing and adds no history. A version whose source
+    modified time is older than the stored one is not applied and is counted as ``stale``.
+    Within a batch, the latest version of a key wins and the rest count as duplicates.
+    """
+    prepared = prepare_frame(entity, frame)
+    if prepared.is_empty():
+        return UpsertResult(entity.name, 0, 0, 0, 0, 0, 0, 0)
+    batch = latest_versions(prepared)
+    _serialize_writers(conn, entity)
+    staged = _bulk.Staged(conn, entity.table, batch)
+    staging = table(staged.name, *(column(c) for c in staged.columns))
+    s, t = staging.c, entity.table.c
+    same_key = and_(*(t[k] == s[k] for k in KEY))
+    newer_or_same = and_(same_key, s.source_modified_at >= t.source_modified_at)
+
+    stale = conn.execute(
+        select(func.count())
+        .select_from(staging.join(entity.table, same_key))
+        .where(s.source_modified_at < t.source_modified_at)
+    ).scalar_one()
+    history_rows = _record_history(conn, entity, staging, newer_or_same, observed_at)
+    compared = ("source_modified_at", "is_deleted", *entity.data_columns)
+    updated = conn.execute(
+        update(entity.table)
+        .where(newer_or_same, or_(*(s[c].is_distinct_from(t[c]) for c in compared)))
+        .values({c: s[c] for c in compared} | {"last_seen_at": observed_at})
+    ).rowcount
+    # Holding the entity's write lock, no other writer can add a key between check and insert.
+    inserted = staged.insert_missing(
+        KEY, {"first_seen_at": observed_at, "last_seen_at": observed_at}
+    )
+    staged.drop()
+    return UpsertResult(
+        entity.name,
+        prepared.height,
+        inserted,
+        updated,
+        batch.height - inserted - updated - stale,
+        stale,
+        prepared.height - batch.height,
+        history_rows,
+    )
+
+
+def _as_text(value: ColumnElement[Any], kind: str) -> ColumnElement[Any]:
+    # The same text on every backend: booleans "true"/"false" (SQLite stores 0/1).
+    if kind == "bool":
+        return case((value.is_(None), None), (value, "true"), else_="false")
+    return cast(value, Text())
+
+
+def _record_history(
+    conn: Connection,
+    entity: Entity,
+    staging: TableClause,
+    newer_or_same: ColumnElement[bool],
+    observed_at: datetime,
+) -> int:
+    """One history row per tracked field whose value a newer version changes.
+
+    One join finds the changed records with their old and new values as text; a join of those
+    few rows with the list of tracked field names then unpivots them: one pass over the batch,
+    not one per field.
+    """
+    s, t = staging.c, entity.table.c
+    kinds = {f.name: f.kind for f in entity.fields} | {"is_deleted": "bool"}
+    fields = (*entity.tracked, "is_deleted")
+    changed = (
+        select(
+            s.source_system,
+            s.source_id,
+            s.source_modified_at,
+            *(_as_text(t[f], kinds[f]).label(f"old_{f}") for f in fields),
+            *(_as_text(s[f], kinds[f]).label(f"new_{f}") for f in fields),
         )
-        if changed.height
-        else pl.DataFrame(schema=_bulk.polars_schema(state_changes, _HISTORY_COLUMNS))
+        .select_from(staging.join(entity.table, newer_or_same))
+        .where(or_(*(s[f].is_distinct_from(t[f]) for f in fields)))
+        # Materialised so that the planner cannot run the join again for every field name.
+        .cte("changed")
+        .prefix_with("MATERIALIZED")
     )
-    columns = list(batch.columns)
-    return UpsertPlan(
-        new=joined.filter(pl.col("_state") == "new").select(columns),
-        changed=changed.select(columns),
-        history=history.with_columns(pl.col("observed_at").dt.cast_time_unit("us")),
-        unchanged=counts.get("unchanged", 0),
-        stale=counts.get("stale", 0),
-        duplicates=offered - batch.height,
-    )
+    names = union_all(*(select(literal(f).label("field")) for f in fields)).subquery("names")
+    c, n = changed.c, names.c
+
+    def pick(prefix: str) -> ColumnElement[Any]:
+        return case(*((n.field == f, c[f"{prefix}_{f}"]) for f in fields))
+
+    differs = case(*((n.field == f, c[f"old_{f}"].is_distinct_from(c[f"new_{f}"])) for f in fields))
+    rows = select(
+        literal(entity.name),
+        c.source_system,
+        c.source_id,
+        n.field,
+        pick("old"),
+        pick("new"),
+        literal(observed_at, state_changes.c.observed_at.type),
+        c.source_modified_at,
+    ).select_from(changed.join(names, differs))
+    count = conn.execute(
+        insert(state_changes).from_select(list(_HISTORY_COLUMNS), rows),
+        execution_options={"preserve_rowcount": True},
+    ).rowcount
+    if count < 0:  # Python's sqlite3 reports no rowcount for a statement that starts with WITH
+        count = int(conn.exec_driver_sql("SELECT changes()").scalar_one())
+    return count
 
 
 _HISTORY_COLUMNS = (
@@ -171,50 +236,6 @@ _HISTORY_COLUMNS = (
     "observed_at",
     "source_modified_at",
 )
-
-
-def _as_text(expr: pl.Expr) -> pl.Expr:
-    # Booleans read "true"/"false", numbers their decimal digits, dates ISO: the same on every
-    # backend, because the text is made here and not by the database's CAST.
-    return expr.cast(pl.String)
-
-
-def upsert_records(
-    conn: Connection, entity: Entity, frame: pl.DataFrame, *, observed_at: datetime
-) -> UpsertResult:
-    """Insert new records, apply newer versions, ignore older ones, and keep tracked changes.
-
-    The same version offered again changes nothing and adds no history. A version whose source
-    modified time is older than the stored one is not applied and is counted as ``stale``.
-    Within a batch, the latest version of a key wins and the rest count as duplicates.
-    """
-    batch = prepare_frame(entity, frame)
-    if batch.is_empty():
-        return UpsertResult(entity.name, 0, 0, 0, 0, 0, 0, 0)
-    _serialize_writers(conn, entity)
-    compared = ["source_modified_at", "is_deleted", *entity.data_columns]
-    stored = _bulk.select_by_keys(conn, entity.table, batch.select(KEY).unique(), [*KEY, *compared])
-    plan = plan_upsert(entity, batch, stored, observed_at=observed_at)
-    seen = pl.lit(observed_at).dt.convert_time_zone("UTC").dt.cast_time_unit("us")
-    inserted = _bulk.insert_frame(
-        conn,
-        entity.table,
-        plan.new.with_columns(first_seen_at=seen, last_seen_at=seen),
-    )
-    updated = _bulk.update_frame(
-        conn, entity.table, plan.changed.with_columns(last_seen_at=seen), KEY
-    )
-    history_rows = _bulk.insert_frame(conn, state_changes, plan.history)
-    return UpsertResult(
-        entity.name,
-        frame.height,
-        inserted,
-        updated,
-        plan.unchanged,
-        plan.stale,
-        plan.duplicates,
-        history_rows,
-    )
 
 
 def _serialize_writers(conn: Connection, entity: Entity) -> None:
