@@ -32,12 +32,15 @@ from store._schema import (
 
 @dataclass(frozen=True)
 class QuarantineItem:
-    """A record that failed validation, kept with its raw payload and the reason."""
+    """A record that failed validation, kept with its raw payload and the reason.
+
+    ``raw_payload`` is what the vendor sent for this record (bytes, or text stored as UTF-8).
+    """
 
     source_system: str
     stream: str
     reason: str
-    raw_payload: str
+    raw_payload: bytes | str
     source_id: str | None = None
 
 
@@ -48,7 +51,7 @@ class QuarantineRecord:
     stream: str
     source_id: str | None
     reason: str
-    raw_payload: str
+    raw_payload: bytes
     received_at: datetime
     probe_run_id: int | None
 
@@ -132,7 +135,9 @@ def insert_quarantine(
                 "stream": i.stream,
                 "source_id": i.source_id,
                 "reason": i.reason,
-                "raw_payload": i.raw_payload,
+                "raw_payload": i.raw_payload.encode()
+                if isinstance(i.raw_payload, str)
+                else i.raw_payload,
                 "received_at": received_at,
                 "probe_run_id": probe_run_id,
             }
@@ -148,7 +153,10 @@ def list_quarantine(
     query = select(quarantine).order_by(quarantine.c.id.desc()).limit(limit)
     if source_system is not None:
         query = query.where(quarantine.c.source_system == source_system)
-    return [QuarantineRecord(**row._asdict()) for row in conn.execute(query)]
+    return [
+        QuarantineRecord(**(row._asdict() | {"raw_payload": bytes(row.raw_payload)}))
+        for row in conn.execute(query)
+    ]
 
 
 # --------------------------------------------------------------------------- probe runs

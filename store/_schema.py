@@ -25,6 +25,7 @@ from sqlalchemy import (
     Date,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -324,7 +325,8 @@ quarantine = Table(
     Column("stream", String(64), nullable=False),
     Column("source_id", String(64)),
     Column("reason", Text(), nullable=False),
-    Column("raw_payload", Text(), nullable=False),
+    # Bytes, exactly as received: a truncated or mis-encoded body must survive to be inspected.
+    Column("raw_payload", LargeBinary(), nullable=False),
     Column("received_at", UTCDateTime(), nullable=False),
     Column("probe_run_id", BigInteger()),
     Index(None, "source_system", "stream"),

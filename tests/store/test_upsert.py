@@ -224,10 +224,38 @@ def test_quarantine_keeps_the_raw_payload_and_reason(db: store.Store) -> None:
 
     [kept] = db.list_quarantine()
     assert (kept.source_system, kept.stream, kept.source_id) == ("kantata", "time_entries", "17")
-    assert kept.raw_payload == raw
+    assert kept.raw_payload == raw.encode()
     assert kept.reason == "time_in_minutes is not an integer"
     assert kept.probe_run_id == run_id
     assert kept.received_at.tzinfo is not None
+
+
+def test_quarantine_keeps_bytes_that_are_not_text(db: store.Store) -> None:
+    raw = b'{"id": "9", "name": "Caf\xe9\x00 \xff'  # Latin-1, a NUL, and cut short
+
+    db.quarantine([QuarantineItem("netsuite", "transaction", "malformed JSON", raw, "9")])
+
+    [kept] = db.list_quarantine(source_system="netsuite")
+    assert kept.raw_payload == raw
+
+
+def test_database_failure_after_records_were_written_rolls_back_the_whole_batch(
+    db: store.Store,
+) -> None:
+    unusable = QuarantineItem("kantata", "time_entries", None, "{}")  # type: ignore[arg-type]
+
+    with pytest.raises(BatchRejected):
+        db.ingest(
+            IngestBatch(
+                frames={"time_entries": time_entries(3)},
+                quarantine=[unusable],  # NOT NULL reason: refused by the database itself
+                cursor=CursorAdvance("kantata", "time_entries", "after-failure"),
+            )
+        )
+
+    assert db.count("time_entries") == 0
+    assert db.read_cursor("kantata", "time_entries") is None
+    assert db.read_history().is_empty()
 
 
 def test_probe_run_counts_every_batch_and_closes_with_status(db: store.Store) -> None:

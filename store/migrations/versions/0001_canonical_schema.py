@@ -189,7 +189,7 @@ def upgrade() -> None:
         sa.Column("stream", sa.String(length=64), nullable=False),
         sa.Column("source_id", sa.String(length=64), nullable=True),
         sa.Column("reason", sa.Text(), nullable=False),
-        sa.Column("raw_payload", sa.Text(), nullable=False),
+        sa.Column("raw_payload", sa.LargeBinary(), nullable=False),
         sa.Column("received_at", store._types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("probe_run_id", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_quarantine")),
