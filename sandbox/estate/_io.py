@@ -138,7 +138,7 @@ def write_estate(estate: Estate, root: Path) -> Path:
         },
     }
     path = root / "manifest.json"
-    path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    path.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2))
     return path
 
 

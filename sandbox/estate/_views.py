@@ -172,16 +172,21 @@ def _currency(df: pl.DataFrame, now_dt: datetime, fx: pl.DataFrame) -> pl.DataFr
         fx.filter(pl.col("date") <= now_dt.date())
         .sort("date")
         .group_by("currency")
-        .agg(pl.col("usd_per_unit").last())
+        .agg(pl.col("usd_per_unit").last(), pl.col("date").last().alias("fx_date"))
     )
     return (
         df.join(latest, left_on="symbol", right_on="currency", how="left", maintain_order="left")
         .with_columns(
             exchangerate=pl.when(pl.col("symbol") == "USD")
             .then(pl.lit(1).cast(pl.Decimal(18, 6)))
-            .otherwise(pl.col("usd_per_unit"))
+            .otherwise(pl.col("usd_per_unit")),
+            # the rate is revalued daily, and that is a modification
+            lastmodifieddate=pl.max_horizontal(
+                "lastmodifieddate",
+                pl.col("fx_date").cast(pl.Datetime("us")).dt.replace_time_zone("UTC"),
+            ),
         )
-        .drop("usd_per_unit")
+        .drop("usd_per_unit", "fx_date")
     )
 
 
@@ -235,6 +240,8 @@ EVENT_TYPES = (
     "payment_intent.created",
     "payment_intent.succeeded",
     "invoice_payment.paid",
+    "invoice.updated",  # a part payment (first part)
+    "invoice.updated ",  # a part payment (second part); trailing space keeps the code distinct
 )
 
 
@@ -254,7 +261,7 @@ def stripe_events(masters: dict[tuple[str, str], pl.DataFrame], now_dt: datetime
             df.filter(window(t_col)).select(
                 pl.lit(EVENT_TYPES.index(etype), pl.Int64).alias("code"),
                 pl.col("_seq").cast(pl.Int64).alias("seq"),
-                pl.lit(etype).alias("type"),
+                pl.lit(etype.strip()).alias("type"),
                 pl.col("id").alias("data_object_id"),
                 pl.lit(obj).alias("data_object_type"),
                 pl.col(t_col).alias("created"),
@@ -271,6 +278,10 @@ def stripe_events(masters: dict[tuple[str, str], pl.DataFrame], now_dt: datetime
     add(inv, "created", "invoice.created", "invoice")
     add(inv, "created", "invoice.finalized", "invoice")
     add(inv, "_t_paid", "invoice.paid", "invoice")
+    # a part payment that does not settle the invoice still changes amount_paid
+    for n, etype in ((1, "invoice.updated"), (2, "invoice.updated ")):
+        partial = (pl.col(f"_a{n}") > 0) & (pl.col(f"_t{n}") != pl.col("_t_paid"))
+        add(inv.filter(partial), f"_t{n}", etype, "invoice")
     add(inv.filter(pl.col("_void_kind") == "void"), "_t_void", "invoice.voided", "invoice")
     add(
         inv.filter(pl.col("_void_kind") == "uncollectible"),
