@@ -18,17 +18,16 @@ from sandbox.server import Sandbox
 
 def sf(sandbox: Sandbox, token: str, path: str, method: str = "GET", **kw: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}", **kw.pop("headers", {})}
-    return httpx.request(
+    return sandbox.http.request(
         method,
         f"{sandbox.urls['salesforce']}/services/data/v59.0/{path}",
         headers=headers,
-        verify=str(sandbox.ca_file),
         **kw,
     )
 
 
 def kantata(sandbox: Sandbox, path: str, method: str = "GET", **kw: Any) -> httpx.Response:
-    return httpx.request(
+    return sandbox.http.request(
         method,
         f"{sandbox.urls['kantata']}/api/v1/{path}",
         headers={"Authorization": f"Bearer {sandbox.credentials['kantata']['access_token']}"},
@@ -43,7 +42,7 @@ def ns(sandbox: Sandbox, path: str, method: str = "GET", **kw: Any) -> httpx.Res
         f'oauth_token="{c["token_id"]}", oauth_signature="unchecked"'
     )
     headers = {"Authorization": auth, **kw.pop("headers", {})}
-    return httpx.request(
+    return sandbox.http.request(
         method, f"{sandbox.urls['netsuite']}/services/rest{path}", headers=headers, **kw
     )
 
@@ -53,18 +52,17 @@ def stripe(sandbox: Sandbox, path: str, method: str = "GET", **kw: Any) -> httpx
         "Authorization": f"Bearer {sandbox.credentials['stripe']['secret_key']}",
         **kw.pop("headers", {}),
     }
-    return httpx.request(method, f"{sandbox.urls['stripe']}{path}", headers=headers, **kw)
+    return sandbox.http.request(method, f"{sandbox.urls['stripe']}{path}", headers=headers, **kw)
 
 
 # --- Salesforce ------------------------------------------------------------------------------------
 
 
 def test_salesforce_token_endpoint_refuses_wrong_client_in_oauth_format(sandbox: Sandbox) -> None:
-    response = httpx.post(
+    response = sandbox.http.post(
         f"{sandbox.urls['salesforce']}/services/oauth2/token",
         data={"grant_type": "client_credentials"},
         auth=("nobody", "nothing"),
-        verify=str(sandbox.ca_file),
     )
     assert response.status_code == 400
     assert response.json()["error"] == "invalid_client"
@@ -103,10 +101,9 @@ def test_salesforce_query_pages_by_locator_in_batches(sandbox: Sandbox, sf_token
     body = first
     while not body["done"]:
         assert body["nextRecordsUrl"].startswith("/services/data/v59.0/query/")
-        body = httpx.get(
+        body = sandbox.http.get(
             f"{sandbox.urls['salesforce']}{body['nextRecordsUrl']}",
             headers={"Authorization": f"Bearer {sf_token}"},
-            verify=str(sandbox.ca_file),
         ).json()
         ids += [r["Id"] for r in body["records"]]
     assert sorted(ids) == sorted(frame["Id"].to_list())
@@ -223,7 +220,7 @@ def test_kantata_updated_after_filter_and_include(sandbox: Sandbox) -> None:
 
 
 def test_kantata_unauthorized_is_an_oauth_error(sandbox: Sandbox) -> None:
-    response = httpx.get(
+    response = sandbox.http.get(
         f"{sandbox.urls['kantata']}/api/v1/workspaces", headers={"Authorization": "Bearer nope"}
     )
     assert response.status_code == 401
@@ -355,14 +352,14 @@ def test_netsuite_oauth2_client_credentials_with_jwt_assertion(sandbox: Sandbox)
             {"iss": sandbox.credentials["netsuite"]["client_id"], "scope": "rest_webservices"}
         ),
     }
-    token = httpx.post(url, data=form).json()
+    token = sandbox.http.post(url, data=form).json()
     assert token["token_type"] == "bearer"
-    ok = httpx.get(
+    ok = sandbox.http.get(
         f"{sandbox.urls['netsuite']}/services/rest/record/v1/currency/1",
         headers={"Authorization": f"Bearer {token['access_token']}"},
     )
     assert ok.status_code in (200, 404)  # authenticated either way
-    refused = httpx.post(url, data={**form, "client_assertion": jwt({"iss": "intruder"})})
+    refused = sandbox.http.post(url, data={**form, "client_assertion": jwt({"iss": "intruder"})})
     assert refused.status_code == 400
 
 
@@ -390,7 +387,7 @@ def test_netsuite_post_is_204_with_location_and_idempotency_key_is_single_use(
     assert again.status_code == 400
     assert again.json()["o:errorDetails"][0]["o:errorCode"] == "IDEMPOTENCY_ERROR"
     assert again.headers["Location"] == location
-    record = httpx.get(
+    record = sandbox.http.get(
         location, headers={"Authorization": ns(sandbox, "/x").request.headers["Authorization"]}
     )
     assert record.json()["companyName"] == "Idem Corp"
@@ -439,7 +436,7 @@ def test_stripe_events_only_go_back_thirty_days(sandbox: Sandbox) -> None:
 
 
 def test_stripe_errors_and_missing_objects(sandbox: Sandbox) -> None:
-    unauthorized = httpx.get(
+    unauthorized = sandbox.http.get(
         f"{sandbox.urls['stripe']}/v1/invoices", headers={"Authorization": "Bearer sk_test_wrong"}
     )
     assert unauthorized.status_code == 401

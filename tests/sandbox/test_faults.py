@@ -18,10 +18,9 @@ KANTATA_AUTH = {"Authorization": "Bearer sandbox-kantata-token"}
 
 
 def set_faults(sandbox: Sandbox, vendor: str, *rules: dict[str, Any], seed: int = 0) -> dict:
-    response = httpx.post(
+    response = sandbox.http.post(
         f"{sandbox.urls[vendor]}/__admin/faults",
         json={"seed": seed, "faults": list(rules), "replace": True},
-        verify=str(sandbox.ca_file),
     )
     response.raise_for_status()
     return response.json()
@@ -40,11 +39,10 @@ def ns_headers(sandbox: Sandbox) -> dict[str, str]:
 
 
 def sf_get(sandbox: Sandbox, token: str, path: str, **params: Any) -> httpx.Response:
-    return httpx.get(
+    return sandbox.http.get(
         f"{sandbox.urls['salesforce']}/services/data/v59.0/{path}",
         params=params,
         headers={"Authorization": f"Bearer {token}"},
-        verify=str(sandbox.ca_file),
     )
 
 
@@ -54,27 +52,31 @@ SUITEQL = {"q": "SELECT id, lastmodifieddate FROM transaction ORDER BY lastmodif
 
 def test_admin_endpoint_lists_endpoints_and_rejects_unknown_kinds(faults: Sandbox) -> None:
     url = f"{faults.urls['stripe']}/__admin/faults"
-    state = httpx.get(url).json()
+    state = faults.http.get(url).json()
     assert "invoices.list" in state["endpoints"]
     assert state["faults"] == []
-    bad = httpx.post(url, json={"faults": [{"kind": "gremlins"}]})
+    bad = faults.http.post(url, json={"faults": [{"kind": "gremlins"}]})
     assert bad.status_code == 400
     set_faults(faults, "stripe", {"kind": "latency", "seconds": 0.01})
-    assert len(httpx.get(url).json()["faults"]) == 1
-    assert httpx.delete(url).json()["faults"] == []
+    assert len(faults.http.get(url).json()["faults"]) == 1
+    assert faults.http.delete(url).json()["faults"] == []
 
 
 def test_latency_delays_the_answer(faults: Sandbox) -> None:
     set_faults(faults, "stripe", {"kind": "latency", "endpoint": "customers.list", "seconds": 0.4})
     started = time.monotonic()
-    response = httpx.get(f"{faults.urls['stripe']}/v1/customers", headers=stripe_headers(faults))
+    response = faults.http.get(
+        f"{faults.urls['stripe']}/v1/customers", headers=stripe_headers(faults)
+    )
     assert response.status_code == 200
     assert time.monotonic() - started >= 0.4
 
 
 def test_error_rate_answers_5xx_in_the_vendor_envelope(faults: Sandbox) -> None:
     set_faults(faults, "kantata", {"kind": "error", "status": 503})
-    response = httpx.get(f"{faults.urls['kantata']}/api/v1/workspaces.json", headers=KANTATA_AUTH)
+    response = faults.http.get(
+        f"{faults.urls['kantata']}/api/v1/workspaces.json", headers=KANTATA_AUTH
+    )
     assert response.status_code == 503
     assert response.json()["errors"][0]["type"] == "system"
 
@@ -83,7 +85,9 @@ def test_error_rate_is_deterministic_for_a_seed(faults: Sandbox) -> None:
     def outcomes() -> list[int]:
         set_faults(faults, "kantata", {"kind": "error", "rate": 0.5}, seed=42)
         return [
-            httpx.get(f"{faults.urls['kantata']}/api/v1/stories", headers=KANTATA_AUTH).status_code
+            faults.http.get(
+                f"{faults.urls['kantata']}/api/v1/stories", headers=KANTATA_AUTH
+            ).status_code
             for _ in range(12)
         ]
 
@@ -101,12 +105,14 @@ def test_rate_limit_burst_uses_each_vendors_own_signal(faults: Sandbox, sf_token
     assert statuses[1].headers["Sforce-Limit-Info"].startswith("api-usage=")
 
     set_faults(faults, "stripe", {"kind": "rate_limit", "count": 1})
-    limited = httpx.get(f"{faults.urls['stripe']}/v1/invoices", headers=stripe_headers(faults))
+    limited = faults.http.get(
+        f"{faults.urls['stripe']}/v1/invoices", headers=stripe_headers(faults)
+    )
     assert limited.status_code == 429
     assert limited.json()["error"]["code"] == "rate_limit"
 
     set_faults(faults, "netsuite", {"kind": "rate_limit", "count": 1})
-    limited = httpx.post(
+    limited = faults.http.post(
         f"{faults.urls['netsuite']}/services/rest/query/v1/suiteql",
         json=SUITEQL,
         headers=ns_headers(faults),
@@ -115,7 +121,7 @@ def test_rate_limit_burst_uses_each_vendors_own_signal(faults: Sandbox, sf_token
     assert limited.json()["o:errorDetails"][0]["o:errorCode"] == "CONCURRENCY_LIMIT_EXCEEDED"
 
     set_faults(faults, "kantata", {"kind": "rate_limit", "count": 1})
-    limited = httpx.get(f"{faults.urls['kantata']}/api/v1/invoices", headers=KANTATA_AUTH)
+    limited = faults.http.get(f"{faults.urls['kantata']}/api/v1/invoices", headers=KANTATA_AUTH)
     assert limited.status_code == 429
     assert "errors" in limited.json()
 
@@ -123,7 +129,7 @@ def test_rate_limit_burst_uses_each_vendors_own_signal(faults: Sandbox, sf_token
 def test_hang_outlasts_the_client_timeout(faults: Sandbox) -> None:
     set_faults(faults, "stripe", {"kind": "hang", "seconds": 3, "count": 1})
     with pytest.raises(httpx.ReadTimeout):
-        httpx.get(
+        faults.http.get(
             f"{faults.urls['stripe']}/v1/invoices", headers=stripe_headers(faults), timeout=0.3
         )
 
@@ -131,7 +137,7 @@ def test_hang_outlasts_the_client_timeout(faults: Sandbox) -> None:
 @pytest.mark.parametrize("kind", ["malformed_json", "truncated_json"])
 def test_broken_json_bodies_fail_to_parse(faults: Sandbox, kind: str) -> None:
     set_faults(faults, "netsuite", {"kind": kind, "endpoint": "suiteql"})
-    response = httpx.post(
+    response = faults.http.post(
         f"{faults.urls['netsuite']}/services/rest/query/v1/suiteql",
         params={"limit": 5},
         json=SUITEQL,
@@ -146,7 +152,7 @@ def test_broken_json_bodies_fail_to_parse(faults: Sandbox, kind: str) -> None:
 def kantata_pages(sandbox: Sandbox, obj: str, per_page: int) -> list[list[str]]:
     pages, page = [], 1
     while True:
-        body = httpx.get(
+        body = sandbox.http.get(
             f"{sandbox.urls['kantata']}/api/v1/{obj}.json",
             params={"order": "updated_at:asc", "per_page": per_page, "page": page},
             headers=KANTATA_AUTH,
@@ -184,17 +190,15 @@ def test_change_between_pages_shows_new_values_through_a_salesforce_locator(
     faults: Sandbox, sf_token: str
 ) -> None:
     set_faults(faults, "salesforce", {"kind": "change_between_pages", "count": 1})
-    first = httpx.get(
+    first = faults.http.get(
         f"{faults.urls['salesforce']}/services/data/v59.0/query/",
         params={"q": SOQL},
         headers={"Authorization": f"Bearer {sf_token}", "Sforce-Query-Options": "batchSize=200"},
-        verify=str(faults.ca_file),
     ).json()
     assert first["done"] is False
-    second = httpx.get(
+    second = faults.http.get(
         f"{faults.urls['salesforce']}{first['nextRecordsUrl']}",
         headers={"Authorization": f"Bearer {sf_token}"},
-        verify=str(faults.ca_file),
     ).json()
     stamps = [r["SystemModstamp"] for r in second["records"]]
     assert stamps[0] > stamps[1]  # the touched record now sorts after the query's order
@@ -210,12 +214,12 @@ def test_lost_response_drops_the_connection_after_the_write_commits(faults: Sand
     marker = uuid.uuid4().hex[:10]
     form = {"name": "Lost Response GmbH", "metadata[netsuite_id]": marker}
     with pytest.raises(httpx.RemoteProtocolError):
-        httpx.post(url, data=form, headers=headers)
+        faults.http.post(url, data=form, headers=headers)
     # The write happened: retrying with the same key replays it instead of creating a twin.
-    retry = httpx.post(url, data=form, headers=headers)
+    retry = faults.http.post(url, data=form, headers=headers)
     assert retry.status_code == 200
     assert retry.headers["Idempotent-Replayed"] == "true"
-    search = httpx.get(
+    search = faults.http.get(
         f"{url}/search",
         params={"query": f"metadata['netsuite_id']:'{marker}'"},
         headers=stripe_headers(faults),
@@ -229,9 +233,11 @@ def test_lost_response_as_a_5xx_after_the_write_commits(faults: Sandbox) -> None
     )
     eid = f"LOST-{uuid.uuid4().hex[:8]}"
     url = f"{faults.urls['netsuite']}/services/rest/record/v1/customer/eid:{eid}"
-    response = httpx.put(url, json={"companyName": "Half Written"}, headers=ns_headers(faults))
+    response = faults.http.put(
+        url, json={"companyName": "Half Written"}, headers=ns_headers(faults)
+    )
     assert response.status_code == 500
-    assert httpx.get(url, headers=ns_headers(faults)).json()["companyName"] == "Half Written"
+    assert faults.http.get(url, headers=ns_headers(faults)).json()["companyName"] == "Half Written"
 
 
 def test_token_expiry_mid_run_forces_a_new_token(faults: Sandbox, sf_token: str) -> None:
@@ -243,11 +249,10 @@ def test_token_expiry_mid_run_forces_a_new_token(faults: Sandbox, sf_token: str)
         {"message": "Session expired or invalid", "errorCode": "INVALID_SESSION_ID", "fields": []}
     ]
     creds = faults.credentials["salesforce"]
-    fresh = httpx.post(
+    fresh = faults.http.post(
         f"{faults.urls['salesforce']}/services/oauth2/token",
         data={"grant_type": "client_credentials"},
         auth=(creds["client_id"], creds["client_secret"]),
-        verify=str(faults.ca_file),
     ).json()["access_token"]
     assert sf_get(faults, fresh, "query/", q=SOQL).status_code == 200
 
@@ -255,12 +260,12 @@ def test_token_expiry_mid_run_forces_a_new_token(faults: Sandbox, sf_token: str)
 def test_down_is_a_stale_source_until_reset(faults: Sandbox) -> None:
     set_faults(faults, "stripe", {"kind": "down"})
     for path in ("/v1/invoices", "/v1/customers", "/v1/events"):
-        response = httpx.get(f"{faults.urls['stripe']}{path}", headers=stripe_headers(faults))
+        response = faults.http.get(f"{faults.urls['stripe']}{path}", headers=stripe_headers(faults))
         assert response.status_code == 503
         assert response.json()["error"]["type"] == "api_error"
-    httpx.post(f"{faults.urls['stripe']}/__admin/faults/reset")
+    faults.http.post(f"{faults.urls['stripe']}/__admin/faults/reset")
     assert (
-        httpx.get(
+        faults.http.get(
             f"{faults.urls['stripe']}/v1/invoices", headers=stripe_headers(faults)
         ).status_code
         == 200

@@ -190,12 +190,12 @@ def test_netsuite_suiteql_pages_with_limit_and_offset(ns_api: LoopbackRestApi) -
         items: list[dict] = []
         offset, total = 0, 0
         while True:
-            page = await ns_api.suiteql(query, limit=5, offset=offset)
+            page = await ns_api.suiteql(query, limit=100, offset=offset)
             total = page["totalResults"]
             items += page["items"]
             if not page["hasMore"]:
                 return total, items
-            offset += 5
+            offset += 100
 
     total, items = asyncio.run(walk())
     assert len(items) == total
