@@ -16,6 +16,7 @@ PostgreSQL and summed exactly by polars. Durations of work are integer minutes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import polars as pl
 from sqlalchemy import (
@@ -58,8 +59,8 @@ class Field:
     nullable: bool = True
     length: int | None = None
 
-    def sa_type(self) -> TypeEngine[object]:
-        kinds: dict[str, TypeEngine[object]] = {
+    def sa_type(self) -> TypeEngine[Any]:
+        kinds: dict[str, TypeEngine[Any]] = {
             "str": String(self.length or 128),
             "text": Text(),
             "int": BigInteger(),
