@@ -10,6 +10,7 @@ from rich.table import Table
 
 import store
 from o2c.settings import Settings, describe_settings, load_settings, masked_url
+from sandbox.cli import app as sandbox_app
 from store import O2CError
 
 app = typer.Typer(
@@ -27,6 +28,9 @@ config_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(config_app, name="config")
+app.add_typer(
+    sandbox_app, name="sandbox", help="The simulated estate: serve it on loopback, export it."
+)
 
 console = Console()
 errors = Console(stderr=True)
