@@ -1,1 +1,72 @@
-"""Probes: read changes from each vendor's API and write back for resyncs (built by issue 4)."""
+"""Probes: read changes from each vendor's API and write back for resyncs (built by issue 4).
+
+The public surface is this module: the Probe interface and what it yields (``probes._base``), the
+vendor configs and settings, the error tree, and ``PROBES``, the explicit registry of one probe
+class per system. See ``probes/MAPPING.md`` for which vendor field becomes which canonical column.
+"""
+
+from __future__ import annotations
+
+from probes._base import (
+    Health,
+    KantataConfig,
+    NetSuiteConfig,
+    Page,
+    Probe,
+    ProbeAuthError,
+    ProbeConfig,
+    ProbeConflict,
+    ProbeError,
+    ProbeMalformedPage,
+    ProbeNotFound,
+    ProbeQuotaExhausted,
+    ProbeRateLimited,
+    ProbeResponseError,
+    ProbeSettings,
+    ProbeTimeout,
+    ProbeUnavailable,
+    Quota,
+    RequestStats,
+    RetrySettings,
+    SalesforceConfig,
+    SourceCount,
+    StripeConfig,
+    TimeoutSettings,
+    WriteResult,
+    build_client,
+)
+from probes._telemetry import configure_tracing
+
+PROBES: dict[str, type[Probe]] = {}
+"""One probe class per system, registered explicitly (filled as the vendor probes land)."""
+
+__all__ = [
+    "PROBES",
+    "Health",
+    "KantataConfig",
+    "NetSuiteConfig",
+    "Page",
+    "Probe",
+    "ProbeAuthError",
+    "ProbeConfig",
+    "ProbeConflict",
+    "ProbeError",
+    "ProbeMalformedPage",
+    "ProbeNotFound",
+    "ProbeQuotaExhausted",
+    "ProbeRateLimited",
+    "ProbeResponseError",
+    "ProbeSettings",
+    "ProbeTimeout",
+    "ProbeUnavailable",
+    "Quota",
+    "RequestStats",
+    "RetrySettings",
+    "SalesforceConfig",
+    "SourceCount",
+    "StripeConfig",
+    "TimeoutSettings",
+    "WriteResult",
+    "build_client",
+    "configure_tracing",
+]
