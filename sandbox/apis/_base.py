@@ -6,11 +6,12 @@ import asyncio
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import orjson
+import polars as pl
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import Headers, QueryParams
@@ -125,6 +126,31 @@ class TokenStore:
             self._tokens.clear()
 
 
+class SortCache:
+    """Sorted copies of estate frames, reused until the estate hands out a new frame object.
+
+    The estate caches each frame until the next write or clock move, so identity tells whether a
+    sort is still valid; a filter on a sorted frame keeps its order, so one sort serves every page
+    and every `updated_after` of a poll instead of sorting millions of rows per request.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[Hashable, tuple[pl.DataFrame, pl.DataFrame]] = {}
+        self._lock = threading.Lock()
+
+    def get(
+        self, key: Hashable, frame: pl.DataFrame, sort: Callable[[pl.DataFrame], pl.DataFrame]
+    ) -> pl.DataFrame:
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and hit[0] is frame:
+                return hit[1]
+        ordered = sort(frame)
+        with self._lock:
+            self._entries[key] = (frame, ordered)
+        return ordered
+
+
 @dataclass
 class _Endpoint:
     name: str
@@ -152,6 +178,7 @@ class Simulator:
         self._endpoints = self.endpoints()
         self.faults = FaultInjector(self.vendor, tuple(e.name for e in self._endpoints), faults)
         self.base_url = ""  # set by the server once the port is known
+        self.sorted = SortCache()
 
     # --- to implement --------------------------------------------------------------------------
 

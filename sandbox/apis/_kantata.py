@@ -162,8 +162,7 @@ class KantataSimulator(Simulator):
 
         return handler
 
-    def _filtered(self, obj: str, req: Req) -> pl.DataFrame:
-        frame = self._frame(obj)
+    def _filtered(self, obj: str, req: Req, frame: pl.DataFrame) -> pl.DataFrame:
         q = req.query
         exprs: list[pl.Expr] = []
         for param, column, op in (
@@ -210,7 +209,13 @@ class KantataSimulator(Simulator):
             exprs.append(pl.col(key).is_in(pl.Series(values, dtype=dtype)))
         return frame.filter(*exprs) if exprs else frame
 
-    def _ordered(self, frame: pl.DataFrame, order: str) -> pl.DataFrame:
+    def _ordered(self, obj: str, req: Req, order: str) -> pl.DataFrame:
+        """The filtered rows in `order`: one cached sort of the whole object, then the filter."""
+        frame = self._frame(obj)
+        ordered = self.sorted.get((obj, order), frame, lambda f: self._sort(f, order))
+        return self._filtered(obj, req, ordered)
+
+    def _sort(self, frame: pl.DataFrame, order: str) -> pl.DataFrame:
         column, _, direction = order.partition(":")
         column = column or "id"
         if column not in frame.columns:
@@ -228,7 +233,7 @@ class KantataSimulator(Simulator):
         except ValueError as exc:
             raise ApiError(400, "BAD_PARAM", "page and per_page must be integers") from exc
         order = q.get("order", "id:asc")
-        ordered = self._ordered(self._filtered(obj, req), order)
+        ordered = self._ordered(obj, req, order)
         name = f"{obj}.list"
         if (
             page > 1
@@ -240,7 +245,7 @@ class KantataSimulator(Simulator):
             touched = ordered["id"][(page - 2) * per_page]
             with self.estate.lock:
                 self.estate.update(VENDOR, obj, touched, {})
-            ordered = self._ordered(self._filtered(obj, req), order)
+            ordered = self._ordered(obj, req, order)
         start = (page - 1) * per_page
         rows = ordered.slice(start, per_page)
         if page > 1 and start <= ordered.height and self.faults.fire(name, "duplicate_page"):

@@ -254,7 +254,9 @@ class NetSuiteSimulator(Simulator):
         def run() -> pl.DataFrame:
             with self.estate.lock:
                 frame = self.estate.frame(VENDOR, table)
-            return sort_frame(filter_frame(frame, query), query, numeric_ids=True)
+            key = (table, tuple((c.lower(), d) for c, d in query.order_by))
+            ordered = self.sorted.get(key, frame, lambda f: sort_frame(f, query, numeric_ids=True))
+            return filter_frame(ordered, query)
 
         try:
             result = run()

@@ -264,9 +264,10 @@ class SalesforceSimulator(Simulator):
     def _run(
         self, frame: pl.DataFrame, q: Query, sobject: str, include_deleted: bool
     ) -> pl.DataFrame:
+        key = (sobject, tuple((c.lower(), d) for c, d in q.order_by))
+        frame = filter_frame(self.sorted.get(key, frame, lambda f: sort_frame(f, q)), q)
         if not include_deleted and "IsDeleted" in frame.columns:
             frame = frame.filter(~pl.col("IsDeleted").fill_null(False))
-        frame = sort_frame(filter_frame(frame, q), q)
         if q.limit is not None:
             frame = frame.head(q.limit)
         columns = frame.columns

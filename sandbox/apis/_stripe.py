@@ -249,9 +249,7 @@ class StripeSimulator(Simulator):
         for name in _FILTERS[obj]:
             if name in params and name in frame.columns:
                 exprs.append(pl.col(name) == str(params[name]))
-        ordered = (frame.filter(*exprs) if exprs else frame).sort(
-            ["created", "id"], descending=True
-        )
+        ordered = self._newest_first(obj, frame, exprs)
         name = f"{obj}.list"
         starting_after, ending_before = params.get("starting_after"), params.get("ending_before")
         cursor = starting_after or ending_before
@@ -270,11 +268,7 @@ class StripeSimulator(Simulator):
             if starting_after:
                 if self.faults.fire(name, "change_between_pages"):
                     self._touch(obj, ordered.slice(pos + 1, 1))
-                    ordered = (
-                        self._frame(obj).filter(*exprs).sort(["created", "id"], descending=True)
-                        if exprs
-                        else self._frame(obj).sort(["created", "id"], descending=True)
-                    )
+                    ordered = self._newest_first(obj, self._frame(obj), exprs)
                 page = ordered.slice(pos + 1, limit)
                 has_more = pos + 1 + limit < ordered.height
                 if self.faults.fire(name, "duplicate_page"):
@@ -297,6 +291,10 @@ class StripeSimulator(Simulator):
             }
         )
 
+    def _newest_first(self, obj: str, frame: pl.DataFrame, exprs: list[pl.Expr]) -> pl.DataFrame:
+        ordered = self.sorted.get(obj, frame, lambda f: f.sort(["created", "id"], descending=True))
+        return ordered.filter(*exprs) if exprs else ordered
+
     def _touch(self, obj: str, rows: pl.DataFrame) -> None:
         if rows.height and obj != "events":
             with self.estate.lock:
@@ -309,7 +307,7 @@ class StripeSimulator(Simulator):
         limit = _limit(req.query.get("limit"))
         frame = self._frame(obj)
         exprs = _search_exprs(text, frame)
-        ordered = frame.filter(*exprs).sort(["created", "id"], descending=True)
+        ordered = self._newest_first(obj, frame, exprs)
         start = 0
         page_token = req.query.get("page")
         if page_token:
