@@ -36,6 +36,33 @@ def salesforce_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
     return frame.select(exprs).to_dicts()
 
 
+def salesforce_records_json(frame: pl.DataFrame, sobject: str, version: str) -> bytes:
+    """A JSON array of query records with their `attributes`, serialised by polars (no dicts).
+
+    `frame` may carry the record id as `__id` when the query did not select `Id`.
+    """
+    id_col = "__id" if "__id" in frame.columns else "Id"
+    prefix = f"/services/data/{version}/sobjects/{sobject}/"
+    attributes = pl.struct(
+        pl.lit(sobject).alias("type"), (pl.lit(prefix) + pl.col(id_col)).alias("url")
+    ).alias("attributes")
+    exprs = [attributes]
+    for name, dtype in frame.schema.items():
+        if name == "__id":
+            continue
+        col = pl.col(name)
+        if isinstance(dtype, pl.Datetime):
+            col = col.dt.convert_time_zone("UTC").dt.strftime("%Y-%m-%dT%H:%M:%S.%3f+0000")
+        elif isinstance(dtype, pl.Date):
+            col = col.dt.strftime("%Y-%m-%d")
+        elif _is_money(dtype):
+            col = col.cast(pl.Float64)
+        exprs.append(col.alias(name))
+    if frame.height == 0:
+        return b"[]"
+    return frame.select(exprs).write_json().encode()
+
+
 def salesforce_datetime(value: dt.datetime) -> str:
     return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
         f"{value.microsecond // 1000:03d}+0000"

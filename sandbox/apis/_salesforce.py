@@ -17,7 +17,7 @@ import orjson
 import polars as pl
 from starlette.responses import Response
 
-from sandbox.apis._base import JSON, ApiError, Req, Simulator, TokenStore, _Endpoint
+from sandbox.apis._base import JSON, ApiError, Req, Simulator, TokenStore, _Endpoint, json_bytes
 from sandbox.apis._faults import FaultPlan
 from sandbox.apis._query import (
     Query,
@@ -27,7 +27,7 @@ from sandbox.apis._query import (
     resolve_column,
     sort_frame,
 )
-from sandbox.apis._render import coerce_value, salesforce_rows
+from sandbox.apis._render import coerce_value, salesforce_records_json, salesforce_rows
 
 VENDOR = "salesforce"
 API_VERSION = "59.0"
@@ -297,29 +297,18 @@ class SalesforceSimulator(Simulator):
         page = rows.slice(offset, batch)
         if offset > 0 and page.height and self.faults.fire("query_more", "change_between_pages"):
             page = self._touch_first(sobject, page)
-        records = salesforce_rows(page)
         if previous_last is not None and self.faults.fire("query_more", "duplicate_page"):
-            records = salesforce_rows(pl.DataFrame([previous_last], schema=rows.schema)) + records
-        out = []
-        for rec in records:
-            rid = rec.pop("__id", None) or rec.get("Id")
-            out.append(
-                {
-                    "attributes": {
-                        "type": sobject,
-                        "url": f"/services/data/v{version.lstrip('v')}/sobjects/{sobject}/{rid}",
-                    },
-                    **rec,
-                }
-            )
+            page = pl.concat([pl.DataFrame([previous_last], schema=rows.schema), page])
         end = offset + batch
         done = end >= rows.height
-        body: dict[str, Any] = {"totalSize": rows.height, "done": done}
+        head: dict[str, Any] = {"totalSize": rows.height, "done": done}
         if not done:
             kind = "queryAll" if "/queryAll" in req.path else "query"
-            body["nextRecordsUrl"] = f"/services/data/{version}/{kind}/{locator_id}-{end}"
-        body["records"] = out
-        return JSON(body)
+            head["nextRecordsUrl"] = f"/services/data/{version}/{kind}/{locator_id}-{end}"
+        # The records are serialised by polars and spliced into the envelope: at 2,000 records a
+        # page this halves the cost of building Python dicts for orjson.
+        records = salesforce_records_json(page, sobject, f"v{version.lstrip('v')}")
+        return JSON(json_bytes(head)[:-1] + b',"records":' + records + b"}")
 
     def _touch_first(self, sobject: str, page: pl.DataFrame) -> pl.DataFrame:
         """Modify the first record of the page in the estate and serve its new values."""

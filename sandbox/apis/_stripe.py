@@ -255,8 +255,8 @@ class StripeSimulator(Simulator):
         cursor = starting_after or ending_before
         duplicate = None
         if cursor:
-            positions = ordered.with_row_index("__pos").filter(pl.col("id") == cursor)["__pos"]
-            if positions.len() == 0:
+            found = ordered.get_column("id").index_of(cursor)
+            if found is None:
                 raise ApiError(
                     400,
                     "INVALID",
@@ -264,7 +264,7 @@ class StripeSimulator(Simulator):
                     stripe_code="resource_missing",
                     param="starting_after" if starting_after else "ending_before",
                 )
-            pos = int(positions[0])
+            pos = int(found)
             if starting_after:
                 if self.faults.fire(name, "change_between_pages"):
                     self._touch(obj, ordered.slice(pos + 1, 1))
