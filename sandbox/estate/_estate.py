@@ -329,19 +329,21 @@ class Estate(EstateInterface):
                 changes[MODIFIED_COLUMN[key]] = self._now
                 for c in EXTRA_MODIFIED_COLUMNS.get(key, ()):
                     changes[c] = self._now
+            frame = self.frame(vendor, obj)
+            row = frame.get_column(idc).index_of(id)
+            if row is None:
+                raise KeyError(f"{vendor}.{obj} {id!r} not found")
+            typed = self._rows_frame(vendor, obj, [changes]).select(list(changes))  # type check
             target = next((r for r in self._inserted.get(key, []) if r[idc] == id), None)
             if target is not None:
-                self._rows_frame(vendor, obj, [{**target, **changes}])  # type check
                 target.update(changes)
-                self._cache.pop(key, None)
             else:
-                current = self.frame(vendor, obj).filter(pl.col(idc) == id)
-                if current.height == 0:
-                    raise KeyError(f"{vendor}.{obj} {id!r} not found")
                 merged = {**self._overrides.get(key, {}).get(id, {}), **changes}
-                patch = self._rows_frame(vendor, obj, [{**current.row(0, named=True), **merged}])
                 self._overrides.setdefault(key, {})[id] = merged
-                self._cache[key] = self._cache[key].update(patch, on=idc, include_nulls=True)
+            # patch only the changed columns of the cached frame: one copy per column, no join
+            self._cache[key] = frame.with_columns(
+                _patched(frame, c, row, typed[c]) for c in changes
+            )
             if vendor == "stripe" and obj != "events":
                 etype = f"{_STRIPE_PREFIX[obj][1]}.updated"
                 if obj == "invoices" and changes.get("status") in ("paid", "void"):
@@ -385,6 +387,19 @@ class Estate(EstateInterface):
         if step > timedelta(0):
             self.advance(step)
         return step
+
+
+def _patched(frame: pl.DataFrame, col: str, row: int, value: pl.Series) -> pl.Series:
+    """Column `col` of `frame` with `value` (a one-row Series) at `row`."""
+    series = frame.get_column(col)
+    if value.dtype.is_nested():
+        mask = pl.int_range(pl.len()) == row
+        return frame.select(
+            pl.when(mask).then(pl.lit(value).first()).otherwise(pl.col(col)).alias(col)
+        ).to_series()
+    patched = series.clone()
+    patched.scatter(row, value)
+    return patched
 
 
 def _metadata(value: Any) -> dict[str, Any]:
