@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import secrets
 import threading
 import time
@@ -303,3 +304,13 @@ class Simulator:
 def _mangled(response: Response, body: bytes) -> Response:
     headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
     return Response(body, status_code=response.status_code, headers=headers)
+
+
+def jwt_claims(assertion: str) -> dict[str, Any]:
+    """The payload of a JWT, unverified (the sandbox has no client certificates on file)."""
+    try:
+        payload = assertion.split(".")[1]
+        claims = orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (IndexError, ValueError, orjson.JSONDecodeError):
+        return {}
+    return claims if isinstance(claims, dict) else {}

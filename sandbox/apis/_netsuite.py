@@ -4,18 +4,16 @@ upsert, POST 204 + Location with X-NetSuite-Idempotency-Key) and NetSuite's erro
 
 from __future__ import annotations
 
-import base64
 import re
 import threading
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
-import orjson
 import polars as pl
 from starlette.responses import Response
 
-from sandbox.apis._base import JSON, ApiError, Req, Simulator, TokenStore, _Endpoint
+from sandbox.apis._base import JSON, ApiError, Req, Simulator, TokenStore, _Endpoint, jwt_claims
 from sandbox.apis._faults import FaultPlan
 from sandbox.apis._query import (
     QueryError,
@@ -196,7 +194,7 @@ class NetSuiteSimulator(Simulator):
         ):
             return JSON({"error": "invalid_request"}, status_code=400)
         # The JWT signature is not checked (no certificates are registered in the sandbox).
-        if _jwt_claims(form.get("client_assertion", "")).get("iss") != self.credentials.client_id:
+        if jwt_claims(form.get("client_assertion", "")).get("iss") != self.credentials.client_id:
             return JSON({"error": "invalid_client"}, status_code=400)
         return JSON(
             {
@@ -475,11 +473,3 @@ class NetSuiteSimulator(Simulator):
             if key:
                 self._idempotency[key] = location
         return Response(status_code=204, headers={"Location": location})
-
-
-def _jwt_claims(assertion: str) -> dict[str, Any]:
-    try:
-        payload = assertion.split(".")[1]
-        return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError, orjson.JSONDecodeError):
-        return {}

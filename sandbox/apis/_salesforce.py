@@ -17,7 +17,16 @@ import orjson
 import polars as pl
 from starlette.responses import Response
 
-from sandbox.apis._base import JSON, ApiError, Req, Simulator, TokenStore, _Endpoint, json_bytes
+from sandbox.apis._base import (
+    JSON,
+    ApiError,
+    Req,
+    Simulator,
+    TokenStore,
+    _Endpoint,
+    json_bytes,
+    jwt_claims,
+)
 from sandbox.apis._faults import FaultPlan
 from sandbox.apis._query import (
     Query,
@@ -33,6 +42,7 @@ VENDOR = "salesforce"
 API_VERSION = "59.0"
 MAX_BATCH = 2000
 MIN_BATCH = 200
+LOCATOR_IDLE_SECONDS = 15 * 60
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,7 @@ class SalesforceSimulator(Simulator):
         self._usage_day: dt.date | None = None
         self._usage_lock = threading.Lock()
         self._locators: OrderedDict[str, _Locator] = OrderedDict()
+        self._locators_lock = threading.Lock()
         self._max_locators = max_locators
         self._locator_seq = itertools.count(1)
         super().__init__(estate, faults)
@@ -175,7 +186,7 @@ class SalesforceSimulator(Simulator):
             )
         elif grant == "urn:ietf:params:oauth:grant-type:jwt-bearer":
             # The assertion's signature is not checked: the sandbox has no certificates on file.
-            ok = _jwt_claims(form.get("assertion", "")).get("iss") == self.credentials.client_id
+            ok = jwt_claims(form.get("assertion", "")).get("iss") == self.credentials.client_id
         else:
             return JSON(
                 {
@@ -236,18 +247,26 @@ class SalesforceSimulator(Simulator):
         locator_id = None
         if rows.height > batch:
             locator_id = f"01gSB{next(self._locator_seq):013d}"
-            self._locators[locator_id] = _Locator(sobject, rows, batch, version, time.monotonic())
-            while len(self._locators) > self._max_locators:
-                self._locators.popitem(last=False)
+            with self._locators_lock:
+                self._locators[locator_id] = _Locator(
+                    sobject, rows, batch, version, time.monotonic()
+                )
+                while len(self._locators) > self._max_locators:
+                    self._locators.popitem(last=False)
         return self._page(sobject, rows, 0, batch, version, locator_id, req, previous_last=None)
 
     def query_more(self, req: Req) -> Response:
         locator_id, _, offset_text = req.path_params["locator"].rpartition("-")
-        locator = self._locators.get(locator_id)
-        if locator is None or not offset_text.isdigit():
-            raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
-        locator.last_used = time.monotonic()
-        self._locators.move_to_end(locator_id)
+        with self._locators_lock:
+            locator = self._locators.get(locator_id)
+            # Salesforce drops a query cursor after 15 minutes without a fetch.
+            if locator is not None and time.monotonic() - locator.last_used > LOCATOR_IDLE_SECONDS:
+                del self._locators[locator_id]
+                locator = None
+            if locator is None or not offset_text.isdigit():
+                raise ApiError(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+            locator.last_used = time.monotonic()
+            self._locators.move_to_end(locator_id)
         offset = int(offset_text)
         previous_last = locator.rows.row(offset - 1, named=True) if offset > 0 else None
         return self._page(
@@ -482,11 +501,3 @@ def _batch_size(header: str) -> int:
         if key.strip().lower() == "batchsize" and value.strip().isdigit():
             return max(MIN_BATCH, min(MAX_BATCH, int(value)))
     return MAX_BATCH
-
-
-def _jwt_claims(assertion: str) -> dict[str, Any]:
-    try:
-        payload = assertion.split(".")[1]
-        return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    except (IndexError, ValueError, orjson.JSONDecodeError):
-        return {}

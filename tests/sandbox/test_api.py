@@ -459,3 +459,43 @@ def test_stripe_invoice_items_and_finalize(sandbox: Sandbox) -> None:
     assert final["status"] == "open"
     assert final["amount_due"] == 12345
     assert final["status_transitions"]["finalized_at"] is not None
+
+
+# --- public surface -------------------------------------------------------------------------------
+
+
+def test_public_surface_of_sandbox_apis_is_pinned() -> None:
+    import sandbox.apis
+
+    assert sandbox.apis.__all__ == [
+        "KINDS",
+        "SIMULATORS",
+        "ApiError",
+        "FaultConfigError",
+        "FaultInjector",
+        "FaultPlan",
+        "FaultRule",
+        "KantataCredentials",
+        "KantataSimulator",
+        "NetSuiteCredentials",
+        "NetSuiteSimulator",
+        "QueryError",
+        "SalesforceCredentials",
+        "SalesforceSimulator",
+        "Simulator",
+        "StripeCredentials",
+        "StripeSimulator",
+        "TLSFiles",
+        "TokenStore",
+        "build_simulators",
+        "make_tls_files",
+        "parse_soql",
+        "parse_suiteql",
+    ]
+    assert all(hasattr(sandbox.apis, name) for name in sandbox.apis.__all__)
+
+
+def test_salesforce_unknown_query_locator_is_refused(sandbox: Sandbox, sf_token: str) -> None:
+    response = sf(sandbox, sf_token, "query/01gSB9999999999999-2000")
+    assert response.status_code == 400
+    assert response.json()[0]["errorCode"] == "INVALID_QUERY_LOCATOR"
