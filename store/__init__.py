@@ -16,6 +16,23 @@ from store._errors import (
 )
 from store._migrate import MigrationStatus, head_revision, require_head, status, upgrade
 from store._money import currency_exponent, from_minor, normalize_currency, round_minor, to_minor
+from store._reconcile import (
+    BREAK_COLUMNS,
+    ReconcileRun,
+    finish_reconcile_run,
+    insert_break_transitions,
+    insert_kpi_snapshot,
+    last_reconcile_as_of,
+    list_reconcile_runs,
+    lock_break_register,
+    read_break_register,
+    read_break_transitions,
+    read_kpi_snapshots,
+    read_probe_health,
+    set_break_acceptance,
+    start_reconcile_run,
+    write_break_register,
+)
 from store._repository import (
     ProbeRun,
     QuarantineItem,
@@ -47,6 +64,7 @@ from store._upsert import UpsertResult
 
 __all__ = [
     "ACCOUNT",
+    "BREAK_COLUMNS",
     "ENTITIES",
     "INVOICE",
     "MILESTONE",
@@ -67,6 +85,7 @@ __all__ = [
     "ProbeRun",
     "QuarantineItem",
     "QuarantineRecord",
+    "ReconcileRun",
     "SchemaError",
     "Store",
     "StoreError",
@@ -75,13 +94,26 @@ __all__ = [
     "create_store_engine",
     "currency_exponent",
     "entity",
+    "finish_reconcile_run",
     "from_minor",
     "head_revision",
+    "insert_break_transitions",
+    "insert_kpi_snapshot",
+    "last_reconcile_as_of",
+    "list_reconcile_runs",
+    "lock_break_register",
     "metadata",
     "normalize_currency",
+    "read_break_register",
+    "read_break_transitions",
+    "read_kpi_snapshots",
+    "read_probe_health",
     "require_head",
     "round_minor",
+    "set_break_acceptance",
+    "start_reconcile_run",
     "status",
     "to_minor",
     "upgrade",
+    "write_break_register",
 ]

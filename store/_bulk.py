@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 from sqlalchemy import Column, Connection, MetaData, Table, bindparam, text
-from sqlalchemy.types import Boolean, Date, Integer
+from sqlalchemy.types import BigInteger, Boolean, Date, Integer
 
 from store._types import SQLITE_TIMESTAMP_FORMAT, UTCDateTime
 
@@ -65,33 +65,24 @@ class Staged:
     def _matches(self, key: Sequence[str]) -> str:
         return " AND ".join(f"{self.table.name}.{k} = s.{k}" for k in key)
 
-    def select_matching(self, key: Sequence[str], columns: Sequence[str]) -> pl.DataFrame:
-        """The named columns of the target rows whose key is staged."""
-        sql = (
-            f"SELECT {', '.join(f'{self.table.name}.{c}' for c in columns)} "
-            f"FROM {self.table.name} JOIN {self.name} AS s ON {self._matches(key)}"
-        )
-        return read_sql(self.conn, sql, polars_schema(self.table, columns))
-
-    def insert_missing(self, key: Sequence[str], constants: dict[str, Any]) -> int:
-        """Insert the staged rows whose key is not in the target, plus constant columns."""
-        columns = ", ".join([*self.columns, *constants])
-        values = ", ".join([*(f"s.{c}" for c in self.columns), *(f":{c}" for c in constants)])
+    def insert_all(
+        self, *, constants: dict[str, Any] | None = None, except_seqs: str | None = None
+    ) -> int:
+        """Insert the staged rows into the target, with constant columns added, leaving out the
+        rows whose ``_seq`` appears in the ``seq`` column of the table named by ``except_seqs``."""
+        constants = constants or {}
+        own = [c for c in self.columns if c in self.table.c]
+        columns = ", ".join([*own, *constants])
+        values = ", ".join([*(f"s.{c}" for c in own), *(f":{c}" for c in constants)])
+        where = f" WHERE s._seq NOT IN (SELECT seq FROM {except_seqs})" if except_seqs else ""
         result = self.conn.execute(
             text(
-                f"INSERT INTO {self.table.name} ({columns}) SELECT {values} FROM {self.name} AS s "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {self.table.name} WHERE {self._matches(key)})"
+                f"INSERT INTO {self.table.name} ({columns}) SELECT {values} FROM {self.name} AS s"
+                + where
             ).bindparams(
                 *(bindparam(c, v, type_=self.table.c[c].type) for c, v in constants.items())
             ),
             execution_options={"preserve_rowcount": True},
-        )
-        return int(result.rowcount)
-
-    def insert_all(self) -> int:
-        columns = ", ".join(self.columns)
-        result = self.conn.exec_driver_sql(
-            f"INSERT INTO {self.table.name} ({columns}) SELECT {columns} FROM {self.name}"
         )
         return int(result.rowcount)
 
@@ -221,7 +212,8 @@ def _temporary_copy(conn: Connection, table: Table, columns: Sequence[str]) -> s
     temp = Table(
         name,
         MetaData(),
-        *(Column(c, table.c[c].type) for c in columns),
+        # Columns the target lacks (the batch's _seq) are row numbers.
+        *(Column(c, table.c[c].type if c in table.c else BigInteger()) for c in columns),
         prefixes=["TEMPORARY"],
         postgresql_on_commit="DROP",
     )
