@@ -7,13 +7,15 @@ description is its documentation (``o2c config show`` prints them, and README li
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -63,6 +65,10 @@ class NetSuiteSettings(_Group):
     client_id: str | None = Field(None, description="Integration record client id.")
     client_secret: SecretStr | None = Field(None, description="Integration client secret.")
     certificate_id: str | None = Field(None, description="Certificate id (JWT kid).")
+    private_key_file: Path | None = Field(
+        None,
+        description="PEM file of the private key whose certificate is registered (signs the JWT).",
+    )
 
 
 class StripeSettings(_Group):
@@ -70,6 +76,94 @@ class StripeSettings(_Group):
 
     api_base: str = Field("https://api.stripe.com", description="API base URL.")
     api_key: SecretStr | None = Field(None, description="Secret or restricted key (sk_/rk_).")
+
+
+SYSTEMS = ("salesforce", "kantata", "netsuite", "stripe")
+
+
+class CollectorSettings(_Group):
+    """The collector: which systems are polled, how often, and how patiently."""
+
+    systems: Annotated[list[str], NoDecode] = Field(
+        list(SYSTEMS),
+        description=(
+            'Systems to poll, as a JSON list (e.g. ["salesforce","stripe"]) or comma-separated. '
+            "Each needs its credentials set."
+        ),
+    )
+    interval_seconds: float = Field(300.0, gt=0, description="Seconds between cycles of a stream.")
+    intervals: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "Per-system or per-stream intervals overriding interval_seconds, as JSON, e.g. "
+            '{"salesforce": 600, "stripe.invoices": 60}.'
+        ),
+    )
+    completeness_interval_seconds: float = Field(
+        3600.0, gt=0, description="Seconds between completeness checks (source counts vs store)."
+    )
+    cycle_timeout_seconds: float = Field(
+        900.0, gt=0, description="A cycle running longer is stopped (its written pages stay)."
+    )
+    request_timeout_seconds: float = Field(
+        30.0, gt=0, description="Time-out of one HTTP read from a vendor (connect: 5 s)."
+    )
+    retries: int = Field(5, ge=1, le=20, description="Attempts per request on transient failures.")
+    lookback_seconds: float = Field(
+        300.0,
+        ge=0,
+        description="Overlap re-read below each cursor, to catch records committed late.",
+    )
+    misfire_grace_seconds: float = Field(
+        60.0, gt=0, description="A cycle that could not start this late is skipped (coalesced)."
+    )
+    max_concurrent_streams: int = Field(
+        2, ge=1, le=16, description="Cycles of one system that may run at the same time."
+    )
+    metrics_port: int = Field(
+        9464,
+        ge=0,
+        le=65535,
+        description="Port of the collector's /metrics endpoint in long-running mode (0: none).",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the /metrics endpoint binds.")
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:4318/v1/traces (unset: no export).",
+    )
+
+    @field_validator("systems", mode="before")
+    @classmethod
+    def _split_systems(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except ValueError:
+                    raise ValueError("not a JSON list; write e.g. salesforce,stripe") from None
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("systems")
+    @classmethod
+    def _known_systems(cls, value: list[str]) -> list[str]:
+        unknown = [s for s in value if s not in SYSTEMS]
+        if unknown:
+            raise ValueError(f"unknown system {unknown[0]!r}; known: {', '.join(SYSTEMS)}")
+        if not value:
+            raise ValueError(f"enable at least one of {', '.join(SYSTEMS)}")
+        return list(dict.fromkeys(value))
+
+    @field_validator("intervals")
+    @classmethod
+    def _known_interval_keys(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, seconds in value.items():
+            if key.split(".", 1)[0] not in SYSTEMS:
+                raise ValueError(f"{key!r}: keys are <system> or <system>.<stream>")
+            if seconds <= 0:
+                raise ValueError(f"{key!r}: an interval must be positive")
+        return value
 
 
 class Settings(BaseSettings):
@@ -98,6 +192,7 @@ class Settings(BaseSettings):
     kantata: KantataSettings = Field(default_factory=KantataSettings)
     netsuite: NetSuiteSettings = Field(default_factory=NetSuiteSettings)
     stripe: StripeSettings = Field(default_factory=StripeSettings)
+    collector: CollectorSettings = Field(default_factory=CollectorSettings)
 
     @field_validator("database_url")
     @classmethod
