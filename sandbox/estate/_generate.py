@@ -214,6 +214,31 @@ def _pick(u: np.ndarray, rate: float, eligible: np.ndarray, settled: np.ndarray)
     return mask
 
 
+CLEAN = -1
+"""Band code of a row without a defect (negative codes below it are not eligible)."""
+
+
+def _ensure(
+    band: np.ndarray,
+    rates: list[float],
+    u: np.ndarray,
+    settled: np.ndarray,
+    allowed: np.ndarray | None = None,
+) -> np.ndarray:
+    """Give every defect band k with rates[k] > 0 at least one settled row (visible at the base
+    clock), taken from the clean rows, so each type shows even in a tiny estate."""
+    band = band.copy()
+    for k, rate in enumerate(rates):
+        if rate <= 0 or ((band == k) & settled).any():
+            continue
+        candidates = (band == CLEAN) & settled
+        if allowed is not None and k == 0:
+            candidates &= allowed
+        if candidates.any():
+            band[np.argmin(np.where(candidates, u, np.inf))] = k
+    return band
+
+
 def take(df: pl.DataFrame, idx: np.ndarray) -> pl.DataFrame:
     return df.select(pl.all().gather(pl.Series(idx, dtype=pl.Int64)))
 
@@ -445,9 +470,12 @@ def generate_world(
     r_pwd = rates["project_without_deal"]
     r_pvm = rates["project_value_mismatch"]
     r_cur = rates["currency_mismatch"]
-    pwd = has_project & ~cust_missing[oa] & (u < r_pwd)
-    pvm = has_project & (u >= r_pwd) & (u < r_pwd + r_pvm)
-    wcur = has_project & (u >= r_pwd + r_pvm) & (u < r_pwd + r_pvm + r_cur)
+    band = np.select([u < r_pwd, u < r_pwd + r_pvm, u < r_pwd + r_pvm + r_cur], [0, 1, 2], CLEAN)
+    band = np.where(has_project, band, -2)
+    band[(band == 0) & cust_missing[oa]] = CLEAN
+    settled = t_close + 30 * DAY <= now0
+    band = _ensure(band, [r_pwd, r_pvm, r_cur], u, settled, ~cust_missing[oa])
+    pwd, pvm, wcur = (band == k for k in range(3))
     # The opportunity behind a project_without_deal never reaches Salesforce.
     in_sf = ~pwd
     acc_first_win_sf = np.full(n_acc, NEVER)
@@ -688,7 +716,10 @@ def generate_world(
     te_month = _month_start(te_day)
     te_run = (_month_start(te_day, 1) + INVOICE_RUN_DAY - 1) * DAY + 10 * HOUR
     te_cents = minutes.astype(np.int64) * te_rate // 60
-    leak = billable & (rng.random(n_te) < rates["approved_time_not_invoiced"])
+    u = rng.random(n_te)
+    band = np.where(billable, np.where(u < rates["approved_time_not_invoiced"], 0, CLEAN), -2)
+    band = _ensure(band, [rates["approved_time_not_invoiced"]], u, te_run <= now0)
+    leak = band == 0
     invoiced = billable & ~leak
     order = np.argsort(te_created, kind="stable")
     te_ids = np.empty(n_te, np.int64)
@@ -733,7 +764,11 @@ def generate_world(
     t_ms_done = np.maximum(
         (ms_due + rng.integers(-5, 11, n_ms)) * DAY + 15 * HOUR, t_ms_started + DAY
     )
-    ms_leak = rng.random(n_ms) < rates["completed_milestone_not_invoiced"]
+    u = rng.random(n_ms)
+    band = np.where(u < rates["completed_milestone_not_invoiced"], 0, CLEAN)
+    settled = t_ms_done + 10 * DAY <= now0
+    band = _ensure(band, [rates["completed_milestone_not_invoiced"]], u, settled)
+    ms_leak = band == 0
     t_ms_inv = np.where(
         ms_leak, NEVER, (_day_of(t_ms_done) + rng.integers(1, 6, n_ms)) * DAY + 10 * HOUR
     )
@@ -1037,6 +1072,9 @@ def generate_world(
         ]
     )
     bucket = np.searchsorted(edges, u, side="right")  # 0..5 defects, 6 clean
+    bucket = np.where(bucket == 6, CLEAN, bucket)
+    bucket = _ensure(bucket, [edges[0], *np.diff(edges)[:4]], u, inv_t + 20 * DAY <= now0)
+    bucket = np.where(bucket == CLEAN, 6, bucket)
     bucket = np.where(has_cust, bucket, 7)  # 7: no ERP customer -> held in the PSA
     amt_mm, miss_bill, miss_erp, stat_mm, cur_mm, never_pay = (bucket == k for k in range(6))
     in_ns = has_cust & ~miss_erp
@@ -1127,10 +1165,10 @@ def generate_world(
     )
     n_pay = pay.height
     u = rng.random(n_pay)
-    dup = u < rates["duplicate_payment"]
-    unapplied = (u >= rates["duplicate_payment"]) & (
-        u < rates["duplicate_payment"] + rates["unapplied_cash"]
-    )
+    r_dup, r_un = rates["duplicate_payment"], rates["unapplied_cash"]
+    band = np.select([u < r_dup, u < r_dup + r_un], [0, 1], CLEAN)
+    band = _ensure(band, [r_dup, r_un], u, pay["t"].to_numpy() + 6 * DAY <= now0)
+    dup, unapplied = band == 0, band == 1
     pay = pay.with_columns(dup=pl.Series(dup), unapplied=pl.Series(unapplied))
     applied_ev = ev.join(pay.filter(~pl.col("unapplied")).select("pay"), on="pay", how="semi")
     # per-invoice application instants (at most two parts) as planned

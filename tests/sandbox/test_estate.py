@@ -448,3 +448,20 @@ def test_zero_defect_rates_leave_only_the_natural_breaks() -> None:
 def test_unknown_defect_types_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown defect"):
         Estate.generate(SEED, 0.01, defect_rates={"lost_in_the_post": 0.5})
+
+
+def test_the_public_surface_is_pinned() -> None:
+    import sandbox.estate
+
+    assert set(sandbox.estate.__all__) == {
+        "BREAK_TYPES",
+        "DEFAULT_DEFECT_RATES",
+        "GROUND_TRUTH_SCHEMA",
+        "ID_COLUMN",
+        "MODIFIED_COLUMN",
+        "SCHEMAS",
+        "VENDORS",
+        "Estate",
+        "EstateInterface",
+    }
+    assert issubclass(Estate, sandbox.estate.EstateInterface)

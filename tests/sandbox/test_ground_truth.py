@@ -98,6 +98,14 @@ def test_the_frames_show_exactly_the_ground_truth(days: int) -> None:
         assert found[btype] == expected[btype], btype
 
 
+@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
+def test_any_seed_even_a_tiny_firm_shows_every_break_type_exactly(seed: int) -> None:
+    e = Estate.generate(seed, 0.01)
+    assert set(e.ground_truth["break_type"]) == set(BREAK_TYPES)
+    found = detect(_frames(e), e.now)
+    assert found == truth_keys(e.ground_truth)
+
+
 def test_a_stale_source_is_an_outage_the_apis_must_serve() -> None:
     e = Estate.generate(SEED, SCALE)
     past = e.ground_truth.filter(pl.col("break_type") == "stale_source")
