@@ -263,11 +263,17 @@ def _day_of(t: np.ndarray) -> np.ndarray:
     return np.floor_divide(t, DAY)
 
 
+_CAL_LO = -36_500  # 1870-01-13 .. 2069-12-19: every day the generator can touch
+_CAL_DAYS = np.arange(_CAL_LO, -_CAL_LO, dtype=np.int64)
+_CAL_MONTH = _CAL_DAYS.astype("datetime64[D]").astype("datetime64[M]").astype(np.int64)
+_MONTH_FIRST_DAY = np.arange(_CAL_MONTH.min(), _CAL_MONTH.max() + 300).astype("datetime64[M]")
+_MONTH_FIRST_DAY = _MONTH_FIRST_DAY.astype("datetime64[D]").astype(np.int64)
+
+
 def _month_start(days: np.ndarray, add_months: np.ndarray | int = 0) -> np.ndarray:
-    m = days.astype("datetime64[D]").astype("datetime64[M]") + np.asarray(add_months).astype(
-        "timedelta64[M]"
-    )
-    return m.astype("datetime64[D]").astype(np.int64)
+    """First day (days since epoch) of the month `add_months` after the month of `days`."""
+    month = _CAL_MONTH[np.asarray(days, dtype=np.int64) - _CAL_LO] + np.asarray(add_months)
+    return _MONTH_FIRST_DAY[month - _CAL_MONTH.min()]
 
 
 def _records(*parts: tuple[str, str, pl.Expr]) -> pl.Expr:
@@ -1133,20 +1139,10 @@ def generate_world(
             "batch": batch_payer[inv_acc[ev_inv]] & (prof[ev_inv] > 0) & (ev_part == 0),
         }
     ).with_columns(
+        # batch payers settle a project's invoices of the same fortnight together
         key=pl.when(pl.col("batch"))
-        .then(
-            pl.concat_str(
-                pl.lit("b"),
-                pl.col("p").cast(pl.Utf8),
-                pl.lit("-"),
-                (pl.col("t") // (14 * DAY)).cast(pl.Utf8),
-            )
-        )
-        .otherwise(
-            pl.concat_str(
-                pl.lit("s"), pl.col("inv").cast(pl.Utf8), pl.lit("-"), pl.col("part").cast(pl.Utf8)
-            )
-        )
+        .then(pl.col("p") * 1_000_000 + pl.col("t") // (14 * DAY))
+        .otherwise(-(pl.col("inv") * 2 + pl.col("part").cast(pl.Int64)) - 1)
     )
     pay = (
         ev.group_by("key")
