@@ -35,15 +35,21 @@ from probes._base import (
     WriteResult,
     build_client,
 )
+from probes._kantata import KantataProbe
+from probes._salesforce import SalesforceProbe
 from probes._telemetry import configure_tracing
 
-PROBES: dict[str, type[Probe]] = {}
-"""One probe class per system, registered explicitly (filled as the vendor probes land)."""
+PROBES: dict[str, type[Probe]] = {
+    "salesforce": SalesforceProbe,
+    "kantata": KantataProbe,
+}
+"""One probe class per system, registered explicitly."""
 
 __all__ = [
     "PROBES",
     "Health",
     "KantataConfig",
+    "KantataProbe",
     "NetSuiteConfig",
     "Page",
     "Probe",
@@ -63,6 +69,7 @@ __all__ = [
     "RequestStats",
     "RetrySettings",
     "SalesforceConfig",
+    "SalesforceProbe",
     "SourceCount",
     "StripeConfig",
     "TimeoutSettings",
