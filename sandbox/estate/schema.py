@@ -578,8 +578,9 @@ class EstateInterface(ABC):
     def insert(self, vendor: str, obj: str, rows: list[dict[str, Any]]) -> list[str]:
         """Append rows; assign vendor-shaped ids where missing; stamp created/modified with `now`.
 
-        Missing columns are null (booleans False, Stripe `object`/`livemode` filled in). Stripe
-        inserts also append `<object>.created` events. Returns the ids in row order.
+        Missing columns are null (booleans False, Stripe `object`/`livemode` filled in); keys
+        that are not columns of the object are ignored. Stripe inserts also append
+        `<object>.created` events. Returns the ids in row order.
         """
 
     @abstractmethod

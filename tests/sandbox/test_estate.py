@@ -465,3 +465,40 @@ def test_the_public_surface_is_pinned() -> None:
         "EstateInterface",
     }
     assert issubclass(Estate, sandbox.estate.EstateInterface)
+
+
+def test_a_firm_can_supply_its_own_partial_export(tmp_path: Path) -> None:
+    (tmp_path / "salesforce").mkdir()
+    (tmp_path / "manifest.json").write_text(
+        json.dumps(
+            {
+                "format": "o2c-sandbox-estate",
+                "version": 1,
+                "now": "2026-03-01T00:00:00+00:00",
+                "objects": {"salesforce": {"Account": {"file": "salesforce/Account.json"}}},
+            }
+        )
+    )
+    (tmp_path / "salesforce" / "Account.json").write_text(
+        json.dumps(
+            [
+                {
+                    "Id": "001000000000001AAA",
+                    "Name": "Own Co",
+                    "CreatedDate": "2025-01-01T10:00:00Z",
+                    "SystemModstamp": "2025-01-02T10:00:00+00:00",
+                }
+            ]
+        )
+    )
+    own = Estate.load(tmp_path)
+    assert own.now == datetime(2026, 3, 1, tzinfo=UTC)
+    account = own.get("salesforce", "Account", "001000000000001AAA")
+    assert account is not None
+    assert account["Name"] == "Own Co"
+    assert account["Industry"] is None
+    assert account["SystemModstamp"] == datetime(2025, 1, 2, 10, tzinfo=UTC)
+    assert own.frame("netsuite", "transaction").height == 0  # objects left out are empty
+    assert own.ground_truth.height == 0
+    own.advance(timedelta(days=1))  # the clock still moves; nothing is planned
+    assert own.frame("salesforce", "Account").height == 1
