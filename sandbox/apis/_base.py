@@ -192,6 +192,14 @@ class Simulator:
     def rate_limit_error(self) -> ApiError:
         return ApiError(429, "RATE_LIMITED", "Too many requests")
 
+    def unauthorized_error(self) -> ApiError:
+        """What this vendor answers to a request whose credentials it does not accept."""
+        try:
+            self.authenticate(Req("GET", "/", {}, QueryParams(""), Headers({}), b"", ""))
+        except ApiError as exc:
+            return exc
+        return ApiError(401, "UNAUTHORIZED", "Unauthorized")
+
     def authenticate(self, req: Req) -> None:
         """Raise ApiError(401, ...) unless the request carries valid credentials."""
 
@@ -256,6 +264,8 @@ class Simulator:
             err = faults.fire(ep.name, "error")
             if err:
                 status = int(err.params.get("status", 500))
+                if status == 401:
+                    return self._error(req, self.unauthorized_error())
                 return self._error(req, ApiError(status, "UNEXPECTED_ERROR", "Injected failure"))
             try:
                 if ep.auth:

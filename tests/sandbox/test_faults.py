@@ -287,3 +287,14 @@ def test_fault_file_in_yaml_is_read_and_split_by_vendor(tmp_path: Path) -> None:
     assert [r["kind"] for r in kantata.snapshot()["faults"]] == ["latency"]
     with pytest.raises(FaultConfigError):
         FaultPlan.from_obj({"faults": [{"kind": "latency", "status": 500}]})
+
+
+def test_an_injected_401_is_the_vendors_own_auth_error(faults: Sandbox) -> None:
+    set_faults(faults, "netsuite", {"kind": "error", "status": 401, "count": 1})
+    response = faults.http.post(
+        f"{faults.urls['netsuite']}/services/rest/query/v1/suiteql",
+        json=SUITEQL,
+        headers=ns_headers(faults),
+    )
+    assert response.status_code == 401
+    assert response.json()["o:errorDetails"][0]["o:errorCode"] == "INVALID_LOGIN"
