@@ -36,12 +36,14 @@ from probes._base import (
     build_client,
 )
 from probes._kantata import KantataProbe
+from probes._netsuite import NetSuiteProbe
 from probes._salesforce import SalesforceProbe
 from probes._telemetry import configure_tracing
 
 PROBES: dict[str, type[Probe]] = {
     "salesforce": SalesforceProbe,
     "kantata": KantataProbe,
+    "netsuite": NetSuiteProbe,
 }
 """One probe class per system, registered explicitly."""
 
@@ -51,6 +53,7 @@ __all__ = [
     "KantataConfig",
     "KantataProbe",
     "NetSuiteConfig",
+    "NetSuiteProbe",
     "Page",
     "Probe",
     "ProbeAuthError",
