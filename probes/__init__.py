@@ -38,12 +38,14 @@ from probes._base import (
 from probes._kantata import KantataProbe
 from probes._netsuite import NetSuiteProbe
 from probes._salesforce import SalesforceProbe
+from probes._stripe import StripeProbe
 from probes._telemetry import configure_tracing
 
 PROBES: dict[str, type[Probe]] = {
     "salesforce": SalesforceProbe,
     "kantata": KantataProbe,
     "netsuite": NetSuiteProbe,
+    "stripe": StripeProbe,
 }
 """One probe class per system, registered explicitly."""
 
@@ -75,6 +77,7 @@ __all__ = [
     "SalesforceProbe",
     "SourceCount",
     "StripeConfig",
+    "StripeProbe",
     "TimeoutSettings",
     "WriteResult",
     "build_client",
