@@ -195,7 +195,7 @@ def _tick_loop(estate: Any, speedup: float, every: float, stop: threading.Event)
 
 def load_estate(scale: float, seed: int, source: str | Path | None = None) -> Any:
     """Generate an estate (or load an exported one from `source`)."""
-    from sandbox.estate import Estate  # type: ignore[attr-defined]
+    from sandbox.estate import Estate
 
     if source is not None:
         return Estate.load(source)

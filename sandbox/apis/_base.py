@@ -282,10 +282,11 @@ class Simulator:
                         return DroppedResponse()
                     return self._error(req, ApiError(500, "UNEXPECTED_ERROR", "Internal error"))
             self.decorate(req, response)
+            body = bytes(response.body)
             if faults.fire(ep.name, "malformed_json"):
-                return _mangled(response, response.body.replace(b":", b"=", 1) + b"<!--")
+                return _mangled(response, body.replace(b":", b"=", 1) + b"<!--")
             if faults.fire(ep.name, "truncated_json"):
-                return _mangled(response, response.body[: max(1, len(response.body) // 2)])
+                return _mangled(response, body[: max(1, len(body) // 2)])
             return response
 
         return handle

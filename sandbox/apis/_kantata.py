@@ -148,7 +148,7 @@ class KantataSimulator(Simulator):
 
     def _lister(self, obj: str):  # type: ignore[no-untyped-def]
         def handler(req: Req) -> Response:
-            return self.list(obj, req)
+            return self.list_objects(obj, req)
 
         return handler
 
@@ -189,12 +189,12 @@ class KantataSimulator(Simulator):
             ref_frame = self._frame("external_references").filter(
                 pl.col("subject_type") == _SUBJECT_TYPE.get(obj, obj)
             )
-            for column, value in refs.items():
+            for column, wanted in refs.items():
                 if column not in ref_frame.columns:
                     raise ApiError(400, "BAD_PARAM", f"unknown filter external_reference_{column}")
-                ref_frame = ref_frame.filter(pl.col(column).is_in(value.split(",")))
+                ref_frame = ref_frame.filter(pl.col(column).is_in(wanted.split(",")))
             exprs.append(pl.col("id").is_in(ref_frame["subject_id"].implode()))
-        for key, value in q.items():
+        for key, text in q.items():
             if (
                 key in _RESERVED
                 or key.startswith("external_reference_")
@@ -203,7 +203,7 @@ class KantataSimulator(Simulator):
                 continue
             dtype = frame.schema[key]
             try:
-                values = [coerce_value(v, dtype) for v in value.split(",")]
+                values = [coerce_value(v, dtype) for v in text.split(",")]
             except (ValueError, ArithmeticError) as exc:
                 raise ApiError(400, "BAD_PARAM", f"{key}: {exc}") from exc
             exprs.append(pl.col(key).is_in(pl.Series(values, dtype=dtype)))
@@ -225,7 +225,7 @@ class KantataSimulator(Simulator):
         keys = [id_key] if column == "id" else [pl.col(column), id_key]
         return frame.sort(keys, descending=desc, nulls_last=True)
 
-    def list(self, obj: str, req: Req) -> Response:
+    def list_objects(self, obj: str, req: Req) -> Response:
         q = req.query
         try:
             page = max(1, int(q.get("page", 1)))

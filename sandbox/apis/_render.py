@@ -122,7 +122,9 @@ def netsuite_strings(frame: pl.DataFrame, to_char: dict[str, str] | None = None)
     return frame.select(exprs)
 
 
-def netsuite_items(frame: pl.DataFrame, to_char: dict[str, str] | None = None) -> list[dict]:
+def netsuite_items(
+    frame: pl.DataFrame, to_char: dict[str, str] | None = None
+) -> list[dict[str, Any]]:
     rows = netsuite_strings(frame, to_char).to_dicts()
     return [{"links": [], **{k: v for k, v in row.items() if v is not None}} for row in rows]
 

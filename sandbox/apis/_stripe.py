@@ -212,7 +212,7 @@ class StripeSimulator(Simulator):
     # --- lists and retrieval -----------------------------------------------------------------------
 
     def _lister(self, obj: str):  # type: ignore[no-untyped-def]
-        return lambda req: self.list(obj, req)
+        return lambda req: self.list_objects(obj, req)
 
     def _retriever(self, obj: str):  # type: ignore[no-untyped-def]
         def handler(req: Req) -> Response:
@@ -231,9 +231,9 @@ class StripeSimulator(Simulator):
         return handler
 
     def _searcher(self, obj: str):  # type: ignore[no-untyped-def]
-        return lambda req: self.search(obj, req)
+        return lambda req: self.search_objects(obj, req)
 
-    def list(self, obj: str, req: Req) -> Response:
+    def list_objects(self, obj: str, req: Req) -> Response:
         params = _nested(req.query.multi_items())
         limit = _limit(params.get("limit"))
         frame = self._frame(obj)
@@ -300,7 +300,7 @@ class StripeSimulator(Simulator):
             with self.estate.lock:
                 self.estate.update(VENDOR, obj, rows["id"][0], {})
 
-    def search(self, obj: str, req: Req) -> Response:
+    def search_objects(self, obj: str, req: Req) -> Response:
         text = req.query.get("query")
         if not text:
             raise ApiError(400, "INVALID", "Missing required param: query.", param="query")
@@ -408,7 +408,7 @@ class StripeSimulator(Simulator):
         def action(params: dict[str, Any]) -> Response:
             rid = req.path_params["id"]
             self._one("customers", rid)
-            changes = {k: params[k] for k in ("name", "email") if k in params}
+            changes: dict[str, Any] = {k: params[k] for k in ("name", "email") if k in params}
             meta = self._metadata(params)
             if meta is not None:
                 changes["metadata"] = meta
