@@ -298,3 +298,44 @@ def test_an_injected_401_is_the_vendors_own_auth_error(faults: Sandbox) -> None:
     )
     assert response.status_code == 401
     assert response.json()["o:errorDetails"][0]["o:errorCode"] == "INVALID_LOGIN"
+
+
+def suiteql_ids(sandbox: Sandbox, limit: int) -> list[str]:
+    ids, offset = [], 0
+    while True:
+        body = sandbox.http.post(
+            f"{sandbox.urls['netsuite']}/services/rest/query/v1/suiteql",
+            params={"limit": limit, "offset": offset},
+            json={"q": "SELECT id FROM customer ORDER BY lastmodifieddate, id"},
+            headers=ns_headers(sandbox),
+        ).json()
+        ids += [item["id"] for item in body["items"]]
+        if not body["hasMore"]:
+            return ids
+        offset += limit
+
+
+def test_suiteql_offset_paging_duplicates_and_skips_under_faults(faults: Sandbox) -> None:
+    clean = suiteql_ids(faults, 10)
+    set_faults(faults, "netsuite", {"kind": "duplicate_page", "endpoint": "suiteql", "count": 1})
+    doubled = suiteql_ids(faults, 10)
+    assert doubled[10] == doubled[9]
+    assert sorted(set(doubled)) == sorted(clean)
+    set_faults(
+        faults, "netsuite", {"kind": "change_between_pages", "endpoint": "suiteql", "count": 1}
+    )
+    shifted = suiteql_ids(faults, 10)
+    assert len(set(clean) - set(shifted)) == 1
+
+
+def test_stripe_cursor_page_can_repeat_the_cursor_record(faults: Sandbox) -> None:
+    url = f"{faults.urls['stripe']}/v1/invoices"
+    first = faults.http.get(url, params={"limit": 5}, headers=stripe_headers(faults)).json()
+    set_faults(
+        faults, "stripe", {"kind": "duplicate_page", "endpoint": "invoices.list", "count": 1}
+    )
+    cursor = first["data"][-1]["id"]
+    second = faults.http.get(
+        url, params={"limit": 5, "starting_after": cursor}, headers=stripe_headers(faults)
+    ).json()
+    assert second["data"][0]["id"] == cursor
