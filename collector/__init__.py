@@ -28,6 +28,7 @@ from collector._ownership import (
     ownership_for,
     stream_lock_key,
 )
+from collector._repository import last_successes
 from collector._service import Collector, SystemProbe
 from collector.metrics import CollectorMetrics
 
@@ -53,6 +54,7 @@ __all__ = [
     "SystemProbe",
     "check_stream",
     "error_kind",
+    "last_successes",
     "ownership_for",
     "run_cycle",
     "store_totals",
