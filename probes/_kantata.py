@@ -380,11 +380,12 @@ class KantataProbe(HttpProbe):
         ``title`` should carry the opportunity id: it is the fallback key when an answer to the
         create was lost before the link existed.
         """
+        attempted = False  # a create whose answer was lost may have been applied
         for _ in range(self.settings.retry.attempts):
             existing = await self.find_project(opportunity_id, title)
             if existing is not None:
                 await self.link_opportunity(existing, opportunity_id, stage)
-                return WriteResult(SYSTEM, "workspace", existing, False, opportunity_id)
+                return WriteResult(SYSTEM, "workspace", existing, attempted, opportunity_id)
             workspace = {
                 "title": title,
                 "price_in_cents": price_minor,
@@ -400,6 +401,7 @@ class KantataProbe(HttpProbe):
                     idempotent=False,
                 )
             except (ProbeTimeout, ProbeUnavailable):
+                attempted = True
                 continue  # it may exist now: look up again before another create
             created = self._records(answer.body, "workspaces")
             if not created:
