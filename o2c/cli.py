@@ -165,6 +165,79 @@ def collect(
         db.dispose()
 
 
+@app.command("reconcile")
+def reconcile_command(
+    as_of: str | None = typer.Option(
+        None, "--as-of", help="ISO time to measure at (default now; no offset means UTC)."
+    ),
+    fx: list[str] = typer.Option(  # noqa: B008 (typer declares options this way)
+        [], "--fx", help="Rate to the reporting currency, CUR=RATE (repeatable), e.g. EUR=1.08."
+    ),
+    reporting_currency: str = typer.Option("USD", "--reporting-currency", help="ISO code."),
+) -> None:
+    """Link every deal end to end, find breaks, update their lifecycle and snapshot the KPIs.
+
+    Example: o2c reconcile --as-of 2026-06-30T12:00:00Z --fx EUR=1.08 --fx GBP=1.27
+    """
+    from datetime import UTC, datetime
+    from decimal import Decimal, InvalidOperation
+
+    import polars as pl
+
+    from reconciler import ReconcileConfig, run_reconcile
+
+    at = None
+    if as_of is not None:
+        try:
+            at = datetime.fromisoformat(as_of.replace("Z", "+00:00"))
+        except ValueError:
+            raise store.ConfigError(f"--as-of {as_of!r}: not an ISO 8601 time") from None
+        at = at if at.tzinfo else at.replace(tzinfo=UTC)
+    rates: dict[str, Decimal] = {}
+    for item in fx:
+        code, _, rate = item.partition("=")
+        try:
+            rates[code.strip()] = Decimal(rate)
+        except InvalidOperation:
+            raise store.ConfigError(f"--fx {item!r}: expected CUR=RATE, e.g. EUR=1.08") from None
+    try:
+        config = ReconcileConfig(reporting_currency=reporting_currency, fx_rates=rates)
+    except ValueError as exc:
+        raise store.ConfigError(f"reconcile options: {exc}") from None
+    settings = _settings()
+    db = _open_store(settings)
+    try:
+        store.require_head(db.engine)
+        report = run_reconcile(db, as_of=at, config=config)
+    finally:
+        db.dispose()
+    console.print(
+        f"run {report.run_id} as of {report.as_of.isoformat()}"
+        + (" (replay: break register unchanged)" if report.replay else "")
+    )
+    c = report.counts
+    console.print(
+        f"breaks detected {c['breaks_detected']:,}: new {c['breaks_new']:,}, "
+        f"resolved {c['breaks_resolved']:,}, reopened {c['breaks_reopened']:,}"
+    )
+    table = Table("break type", "open", "detected")
+    detected = report.result.breaks_by_type()
+    for name, count in report.open_by_type.items():
+        if count or detected[name]:
+            table.add_row(name, f"{count:,}", f"{detected[name]:,}")
+    console.print(table)
+    kpis = Table("KPI", "value")
+    for row in report.kpis.filter(pl.col("dimension") == "all").iter_rows(named=True):
+        if row["value_minor"] is not None:
+            shown = f"{row['value_minor']:,} {row['currency']} minor"
+        elif row["value"] is not None:
+            shown = f"{row['value']:,.2f}"
+        else:
+            shown = "n/a"
+        kpis.add_row(row["kpi"], shown)
+    console.print(kpis)
+
+
 def main() -> None:
     """Console-script entry point: O2CError becomes one clear line and exit status 2."""
     try:

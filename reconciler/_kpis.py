@@ -1,0 +1,277 @@
+"""The O2C KPIs of one run, measured at its as-of time; every formula is written out in docs/kpis.md.
+
+A KPI value is one row: ``kpi`` (name with its unit suffix), ``dimension`` (``all`` or e.g.
+``legal_entity=US01``), ``value`` (days, ratio or count, Float64) or ``value_minor`` (money in the
+reporting currency's minor units, Int64, with ``currency``), and ``unit``. Money KPIs convert
+each amount with the config's FX table; amounts in a currency without a rate are left out and
+counted in ``fx_missing_amounts_count``.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date, timedelta
+
+import polars as pl
+
+from reconciler._chains import deal_invoices
+from reconciler._context import RuleContext, day_start
+from reconciler._fx import to_reporting
+
+KPI_SCHEMA: dict[str, pl.DataType] = {
+    "kpi": pl.String(),
+    "dimension": pl.String(),
+    "value": pl.Float64(),
+    "value_minor": pl.Int64(),
+    "unit": pl.String(),
+    "currency": pl.String(),
+}
+
+AR_BUCKETS: tuple[str, ...] = ("current", "1-30", "31-60", "61-90", ">90")
+"""Receivables ageing buckets, in days past due."""
+
+LEAKAGE_TYPES = ("approved_time_not_invoiced", "completed_milestone_not_invoiced")
+
+
+class _Rows:
+    def __init__(self, reporting_currency: str) -> None:
+        self.rows: list[dict[str, object]] = []
+        self.currency = reporting_currency
+
+    def days(self, kpi: str, value: float | None, dimension: str = "all") -> None:
+        self.rows.append({"kpi": kpi, "dimension": dimension, "value": value, "unit": "days"})
+
+    def ratio(self, kpi: str, value: float | None, dimension: str = "all") -> None:
+        self.rows.append({"kpi": kpi, "dimension": dimension, "value": value, "unit": "ratio"})
+
+    def count(self, kpi: str, value: int, dimension: str = "all") -> None:
+        self.rows.append(
+            {"kpi": kpi, "dimension": dimension, "value": float(value), "unit": "count"}
+        )
+
+    def money(self, kpi: str, value: int | None, dimension: str = "all") -> None:
+        self.rows.append(
+            {"kpi": kpi, "dimension": dimension, "value_minor": value, "unit": "minor",
+             "currency": self.currency}
+        )  # fmt: skip
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(self.rows, schema=KPI_SCHEMA)
+
+
+def _quantiles(rows: _Rows, name: str, frame: pl.DataFrame, by: str | None = None) -> None:
+    """p50 and p90 (linear interpolation) of ``days``, overall and per ``by``."""
+    groups: list[tuple[str, pl.DataFrame]] = [("all", frame)]
+    if by is not None:
+        for (key,), part in sorted(
+            frame.filter(pl.col(by).is_not_null()).group_by(by), key=lambda g: str(g[0][0])
+        ):
+            groups.append((f"{by}={key}", part))
+    for dimension, part in groups:
+        days = part.get_column("days").drop_nulls()
+        for q in (50, 90):
+            value = days.quantile(q / 100, "linear") if days.len() else None
+            rows.days(f"{name}_p{q}_days", value, dimension)  # type: ignore[arg-type]
+
+
+def _span_days(start: pl.Expr, end: pl.Expr) -> pl.Expr:
+    return ((end - start).dt.total_seconds() / 86_400).alias("days")
+
+
+def _sum(frame: pl.DataFrame, column: str) -> int:
+    return int(frame.get_column(column).drop_nulls().sum())
+
+
+def countback_dso(ar: int, monthly_sales: list[tuple[int, int]]) -> float | None:
+    """Countback DSO: consume AR against each month's sales, newest first.
+
+    ``monthly_sales`` is (days in the period, sales) from the as-of month backwards; a full
+    month adds its days, the month that exhausts AR adds the fraction of its days AR covers.
+    """
+    if ar <= 0:
+        return 0.0
+    remaining, total = ar, 0.0
+    for days, sales in monthly_sales:
+        if sales > 0 and remaining <= sales:
+            return total + days * remaining / sales
+        total += days
+        remaining -= max(sales, 0)
+    return total
+
+
+def _month_periods(as_of: date, months: int) -> list[tuple[date, date, int]]:
+    """(first day, last day, days counted) from the as-of month backwards."""
+    periods = [(as_of.replace(day=1), as_of, as_of.day)]
+    year, month = as_of.year, as_of.month
+    for _ in range(months - 1):
+        year, month = (year, month - 1) if month > 1 else (year - 1, 12)
+        last = calendar.monthrange(year, month)[1]
+        periods.append((date(year, month, 1), date(year, month, last), last))
+    return periods
+
+
+def compute_kpis(ctx: RuleContext, breaks: pl.DataFrame, chains: pl.DataFrame) -> pl.DataFrame:
+    """Every KPI of the run except those of the break register (see the service)."""
+    config, as_of = ctx.config, ctx.as_of
+    today = as_of.date()
+    window = config.kpi_window_days
+    window_start = today - timedelta(days=window)
+    rows = _Rows(config.reporting_currency)
+    missing_fx = 0
+
+    # --- project setup cycle time: won -> project active, per legal entity
+    setup = chains.filter(
+        pl.col("won_at").is_not_null() & pl.col("project_activated_at").is_not_null()
+    ).with_columns(_span_days(pl.col("won_at"), pl.col("project_activated_at")))
+    _quantiles(rows, "project_setup_cycle_time", setup, by="legal_entity")
+
+    # --- billing lag: approved time -> invoiced; milestone completed -> invoiced
+    psa_issued = ctx.psa_invoices.select(
+        pl.col("k_id").alias("invoice_ref"), day_start("k_issued").alias("issued_at")
+    )
+    time_lag = (
+        ctx.data.time_entries.filter(
+            (pl.col("source_system") == ctx.systems.psa)
+            & pl.col("approved_at").is_not_null()
+            & pl.col("invoice_ref").is_not_null()
+        )
+        .join(psa_issued, on="invoice_ref")
+        .filter(pl.col("issued_at") <= as_of)
+        .select(_span_days(pl.col("approved_at"), pl.col("issued_at")))
+    )
+    ms_lag = (
+        ctx.data.milestones.filter(
+            (pl.col("source_system") == ctx.systems.psa)
+            & pl.col("completed_at").is_not_null()
+            & pl.col("invoice_ref").is_not_null()
+        )
+        .join(psa_issued, on="invoice_ref")
+        .filter(pl.col("issued_at") <= as_of)
+        .select(_span_days(pl.col("completed_at"), pl.col("issued_at")))
+    )
+
+    # --- receivables
+    invoices = deal_invoices(ctx).with_columns(
+        pl.coalesce("e_remaining", pl.col("e_total") - pl.col("collected").fill_null(0)).alias(
+            "remaining"
+        ),
+        to_reporting(pl.col("e_total"), pl.col("e_currency"), config).alias("total_rep"),
+    )
+    invoices = invoices.with_columns(
+        to_reporting(pl.col("remaining"), pl.col("e_currency"), config).alias("remaining_rep")
+    )
+    time_lag_df, ms_lag_df, inv = pl.collect_all([time_lag, ms_lag, invoices])
+    _quantiles(rows, "billing_lag_time", time_lag_df)
+    _quantiles(rows, "billing_lag_milestone", ms_lag_df)
+
+    missing_fx += inv.filter(pl.col("total_rep").is_null() & pl.col("e_total").is_not_null()).height
+    paid = inv.filter(
+        (pl.col("e_total") > 0)
+        & (pl.col("collected").fill_null(0) >= pl.col("e_total"))
+        & pl.col("last_payment_at").is_not_null()
+    ).with_columns(_span_days(day_start("e_issued"), pl.col("last_payment_at")))
+    _quantiles(rows, "time_to_cash", paid)
+
+    open_ar = inv.filter((pl.col("e_state") == "open") & (pl.col("remaining") != 0))
+    ar = _sum(open_ar, "remaining_rep")
+    past_due = (pl.lit(today) - pl.col("e_due")).dt.total_days()
+    current_ar = _sum(
+        open_ar.filter(pl.col("e_due").is_null() | (pl.col("e_due") >= today)), "remaining_rep"
+    )
+    in_window = inv.filter((pl.col("e_issued") > window_start) & (pl.col("e_issued") <= today))
+    sales = _sum(in_window, "total_rep")
+    per_day = sales / window if sales > 0 else None
+    rows.days("dso_days", ar / per_day if per_day else None)
+    rows.days("best_possible_dso_days", current_ar / per_day if per_day else None)
+    periods = _month_periods(today, 24)
+    monthly = [
+        (days, _sum(inv.filter(pl.col("e_issued").is_between(first, last)), "total_rep"))
+        for first, last, days in periods
+    ]
+    rows.days("dso_countback_days", countback_dso(ar, monthly) if inv.height else None)
+    rows.money("ar_total_minor", ar)
+    aged = open_ar.with_columns(past_due.alias("past_due"))
+    bucket = (
+        pl.when(pl.col("past_due").is_null() | (pl.col("past_due") <= 0))
+        .then(pl.lit("current"))
+        .when(pl.col("past_due") <= 30)
+        .then(pl.lit("1-30"))
+        .when(pl.col("past_due") <= 60)
+        .then(pl.lit("31-60"))
+        .when(pl.col("past_due") <= 90)
+        .then(pl.lit("61-90"))
+        .otherwise(pl.lit(">90"))
+    )
+    by_bucket = dict(
+        aged.group_by(bucket.alias("bucket")).agg(pl.col("remaining_rep").sum()).iter_rows()
+    )
+    for name in AR_BUCKETS:
+        rows.money("ar_ageing_minor", int(by_bucket.get(name) or 0), f"bucket={name}")
+
+    # --- revenue leakage: approved time and completed milestones not invoiced
+    leaks = breaks.filter(pl.col("break_type").is_in(LEAKAGE_TYPES))
+    missing_fx += leaks.filter(
+        pl.col("amount_reporting_minor").is_null() & pl.col("amount_minor").is_not_null()
+    ).height
+    rows.money("revenue_leakage_minor", _sum(leaks, "amount_reporting_minor"))
+    for t in LEAKAGE_TYPES:
+        part = leaks.filter(pl.col("break_type") == t)
+        rows.money("revenue_leakage_minor", _sum(part, "amount_reporting_minor"), f"type={t}")
+
+    # --- invoice accuracy: window's ERP invoices without an amount or currency break
+    inaccurate_keys = breaks.filter(
+        pl.col("break_type").is_in(["invoice_amount_mismatch", "currency_mismatch"])
+    ).select("key")
+    issued = in_window.with_columns(
+        pl.concat_str(pl.lit("invoices:"), pl.col("e_system"), pl.lit(":"), pl.col("e_id")).alias(
+            "key"
+        )
+    )
+    wrong = issued.join(inaccurate_keys, on="key", how="semi").height
+    rows.ratio("invoice_accuracy_ratio", 1 - wrong / issued.height if issued.height else None)
+
+    # --- bookings-to-billings: bookings / billings in the window (> 1: backlog grows)
+    booked = chains.filter(
+        pl.col("won_at").is_not_null()
+        & (pl.col("booked_minor") > 0)
+        & (pl.col("won_at").dt.date() > window_start)
+    ).with_columns(to_reporting(pl.col("booked_minor"), pl.col("currency"), config).alias("rep"))
+    missing_fx += booked.filter(pl.col("rep").is_null()).height
+    bookings = _sum(booked, "rep")
+    rows.money("bookings_minor", bookings)
+    rows.money("billings_minor", sales)
+    rows.ratio("bookings_to_billings_ratio", bookings / sales if sales > 0 else None)
+
+    # --- backlog: won value not yet billed
+    backlog = chains.filter(pl.col("booked_minor") > 0).with_columns(
+        to_reporting(
+            (pl.col("booked_minor") - pl.col("billed_minor")).clip(lower_bound=0),
+            pl.col("currency"),
+            config,
+        ).alias("rep")
+    )
+    missing_fx += backlog.filter(pl.col("rep").is_null()).height
+    rows.money("backlog_minor", _sum(backlog, "rep"))
+
+    # --- stuck transactions by stage
+    stuck = dict(chains.filter(pl.col("stuck")).group_by("stage").len().iter_rows())
+    for stage in config.stuck_after:
+        rows.count("stuck_transactions_count", int(stuck.get(stage, 0)), f"stage={stage}")
+
+    rows.count("fx_missing_amounts_count", missing_fx)
+    return rows.frame()
+
+
+def break_kpis(
+    open_breaks: pl.DataFrame, break_types: tuple[str, ...], reporting_currency: str
+) -> pl.DataFrame:
+    """Open breaks by type (count and amount at risk in the reporting currency)."""
+    rows = _Rows(reporting_currency)
+    counts = {t: (n, a) for t, n, a in open_breaks.group_by("break_type").agg(
+        pl.len(), pl.col("amount_reporting_minor").sum()).iter_rows()}  # fmt: skip
+    rows.count("open_breaks_count", open_breaks.height)
+    for t in break_types:
+        n, amount = counts.get(t, (0, 0))
+        rows.count("open_breaks_count", int(n), f"type={t}")
+        rows.money("open_breaks_amount_minor", int(amount or 0), f"type={t}")
+    return rows.frame()

@@ -1,0 +1,200 @@
+"""Invoice breaks: PSA vs ERP amounts, ERP vs billing presence and status, overdue receivables."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import polars as pl
+
+from reconciler._context import RuleContext, day_start
+from reconciler._links import BOTH, LEFT_ONLY, RIGHT_ONLY
+from reconciler.rules.base import BreakRule, finding, record
+
+_NOT_BILLABLE_STATES = ("void", "draft")
+
+
+class InvoiceAmountMismatch(BreakRule):
+    """The ERP invoice's total differs from the PSA invoice it was raised from."""
+
+    break_type = "invoice_amount_mismatch"
+    severity = "high"
+    remediation = "manual"
+
+    def find(self, ctx: RuleContext) -> pl.LazyFrame:
+        diff = pl.col("e_total") - pl.col("k_total")
+        return (
+            ctx.psa_erp.side(BOTH)
+            .filter(
+                (pl.col("e_currency").str.to_uppercase() == pl.col("k_currency").str.to_uppercase())
+                & (diff.abs() > ctx.config.amount_tolerance_minor)
+            )
+            .select(
+                finding(
+                    record("e_system", "invoices", "e_id"),
+                    record("k_system", "invoices", "k_id"),
+                    legal_entity=pl.col("e_entity"),
+                    amount=diff.abs(),
+                    currency=pl.col("e_currency"),
+                    since=day_start("e_issued"),
+                    detail=pl.concat_str(
+                        pl.lit("ERP total "),
+                        pl.col("e_total").cast(pl.String),
+                        pl.lit(" != PSA total "),
+                        pl.col("k_total").cast(pl.String),
+                    ),
+                )
+            )
+        )
+
+
+class InvoiceMissingInBilling(BreakRule):
+    """An ERP invoice older than the grace period never reached billing."""
+
+    break_type = "invoice_missing_in_billing"
+    severity = "high"
+    remediation = "auto"
+
+    def find(self, ctx: RuleContext) -> pl.LazyFrame:
+        grace = ctx.config.grace_of(self.break_type)
+        issued = day_start("e_issued")
+        return (
+            ctx.erp_billing.side(LEFT_ONLY)
+            .filter(~pl.col("e_state").is_in(_NOT_BILLABLE_STATES) & (issued + grace <= ctx.as_of))
+            .select(
+                finding(
+                    record("e_system", "invoices", "e_id"),
+                    legal_entity=pl.col("e_entity"),
+                    amount=pl.col("e_total"),
+                    currency=pl.col("e_currency"),
+                    since=issued + grace,
+                    detail=pl.concat_str(
+                        pl.lit("ERP invoice "),
+                        pl.col("e_number").fill_null(pl.col("e_id")),
+                        pl.lit(" not in billing"),
+                    ),
+                )
+            )
+        )
+
+
+class InvoiceMissingInErp(BreakRule):
+    """An invoice raised in the PSA (or present in billing) has no ERP invoice after the grace.
+
+    PSA invoices without an ERP invoice are keyed on the PSA invoice (with the billing invoice
+    that names it, if any); billing invoices with no ERP twin that no PSA break already covers
+    are keyed on the billing invoice.
+    """
+
+    break_type = "invoice_missing_in_erp"
+    severity = "high"
+    remediation = "manual"
+
+    def find(self, ctx: RuleContext) -> pl.LazyFrame:
+        grace = ctx.config.grace_of(self.break_type)
+        k_issued = day_start("k_issued")
+        billing_by_psa = (
+            ctx.billing_invoices.filter(pl.col("b_psa").is_not_null())
+            .group_by("b_psa")
+            .agg(pl.col("b_system").first(), pl.col("b_id").min())
+        )
+        psa = (
+            ctx.psa_erp.side(LEFT_ONLY)
+            .filter(
+                ~pl.col("k_status").str.to_lowercase().is_in(_NOT_BILLABLE_STATES)
+                & (k_issued + grace <= ctx.as_of)
+            )
+            .join(billing_by_psa, left_on="k_id", right_on="b_psa", how="left")
+        )
+        from_psa = psa.select(
+            finding(
+                record("k_system", "invoices", "k_id"),
+                record("b_system", "invoices", "b_id"),
+                legal_entity=pl.lit(None, pl.String),
+                amount=pl.col("k_total"),
+                currency=pl.col("k_currency"),
+                since=k_issued + grace,
+                detail=pl.lit("PSA invoice has no ERP invoice"),
+            )
+        )
+        b_issued = day_start("b_issued")
+        covered = psa.select(pl.col("k_id").alias("b_psa"))
+        from_billing = (
+            ctx.erp_billing.side(RIGHT_ONLY)
+            .filter(
+                ~pl.col("b_state").is_in(_NOT_BILLABLE_STATES) & (b_issued + grace <= ctx.as_of)
+            )
+            .join(covered, on="b_psa", how="anti", nulls_equal=False)
+            .select(
+                finding(
+                    record("b_system", "invoices", "b_id"),
+                    legal_entity=pl.lit(None, pl.String),
+                    amount=pl.col("b_total"),
+                    currency=pl.col("b_currency"),
+                    since=b_issued + grace,
+                    detail=pl.lit("Billing invoice has no ERP invoice"),
+                )
+            )
+        )
+        return pl.concat([from_psa, from_billing], how="vertical")
+
+
+class InvoiceStatusMismatch(BreakRule):
+    """The ERP invoice and its billing twin disagree on status (open, paid, void, ...)."""
+
+    break_type = "invoice_status_mismatch"
+    severity = "medium"
+    remediation = "approval"
+
+    def find(self, ctx: RuleContext) -> pl.LazyFrame:
+        return (
+            ctx.erp_billing.side(BOTH)
+            .filter(pl.col("e_state") != pl.col("b_state"))
+            .select(
+                finding(
+                    record("e_system", "invoices", "e_id"),
+                    record("b_system", "invoices", "b_id"),
+                    legal_entity=pl.col("e_entity"),
+                    amount=pl.col("e_total"),
+                    currency=pl.col("e_currency"),
+                    since=pl.max_horizontal("e_modified", "b_modified"),
+                    detail=pl.concat_str(
+                        pl.lit("ERP "), pl.col("e_state"), pl.lit(", billing "), pl.col("b_state")
+                    ),
+                )
+            )
+        )
+
+
+class InvoiceOverdue(BreakRule):
+    """An open ERP invoice past its due date with money still owed."""
+
+    break_type = "invoice_overdue"
+    severity = "medium"
+    remediation = "manual"
+
+    def find(self, ctx: RuleContext) -> pl.LazyFrame:
+        applied = ctx.applications.group_by("invoice_ref").agg(
+            pl.col("amount_minor").sum().alias("_applied")
+        )
+        remaining = pl.coalesce("e_remaining", pl.col("e_total") - pl.col("_applied").fill_null(0))
+        return (
+            ctx.erp_invoices.join(applied, left_on="e_id", right_on="invoice_ref", how="left")
+            .with_columns(remaining.alias("_remaining"))
+            .filter(
+                (pl.col("e_state") == "open")
+                & (pl.col("e_due") < ctx.as_of.date())
+                & (pl.col("_remaining") > 0)
+            )
+            .select(
+                finding(
+                    record("e_system", "invoices", "e_id"),
+                    legal_entity=pl.col("e_entity"),
+                    amount=pl.col("_remaining"),
+                    currency=pl.col("e_currency"),
+                    since=day_start("e_due") + timedelta(days=1),
+                    detail=pl.concat_str(
+                        pl.lit("Due "), pl.col("e_due").cast(pl.String), pl.lit(", unpaid")
+                    ),
+                )
+            )
+        )
