@@ -129,8 +129,21 @@ def _start(simulator: Simulator, sock: socket.socket, tls: TLSFiles | None) -> _
     )
     server = uvicorn.Server(config)
 
+    async def serve_until_stopped() -> None:
+        try:
+            await server.serve(sockets=[sock])
+        finally:
+            # Close whatever connection is still open when the loop ends (e.g. one whose hang-fault
+            # task was cancelled at the graceful-shutdown time-out): a transport left to the
+            # garbage collector warns (ResourceWarning) in whatever code happens to run then.
+            for connection in list(server.server_state.connections):
+                transport = getattr(connection, "transport", None)
+                if transport is not None and not transport.is_closing():
+                    transport.close()
+            await asyncio.sleep(0)
+
     def run() -> None:
-        asyncio.run(server.serve(sockets=[sock]))
+        asyncio.run(serve_until_stopped())
 
     thread = threading.Thread(target=run, name=f"sandbox-{simulator.vendor}", daemon=True)
     thread.start()
