@@ -880,6 +880,10 @@ def generate_world(
             pl.lit("Approved billable time missed its monthly invoice run"),
         )
     )
+    # the entry-level arrays are the largest temporaries: free them before the next stages
+    del te_p, offs, te_week, te_member, te_day, te_user, minutes, te_rate, te_cost, te_created
+    del te_approved, te_month, te_run, te_cents, leak, te_ids, te_id, te_key, pos, found, row
+    del te_inv_t, te_inv_id, tm, tm_inv, billable, invoiced
 
     # stories (milestones)
     ms_inv_idx = np.full(n_ms, -1, np.int64)
