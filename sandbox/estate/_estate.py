@@ -20,6 +20,8 @@ from sandbox.estate.schema import (
     ID_COLUMN,
     MODIFIED_COLUMN,
     SCHEMAS,
+    UTC_TS,
+    VENDORS,
     EstateInterface,
 )
 
@@ -76,6 +78,8 @@ class Estate(EstateInterface):
         self._overrides: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
         self._write_events: list[dict[str, Any]] = []
         self._counters: dict[tuple[str, str], int] = {}
+        self._resolved: dict[str, datetime] = {}
+        self._last_write: datetime | None = None  # set by writes until the truth is rechecked
 
     # --- construction ---------------------------------------------------------------------
     @classmethod
@@ -233,6 +237,15 @@ class Estate(EstateInterface):
         planned = self._truth.filter(
             ~pl.col("break_type").is_in(DERIVED_TRUTH) & (pl.col("injected_at") <= now)
         )
+        if self._last_write is not None:
+            self._resolve_repaired(planned, self._last_write)
+            self._last_write = None
+        if self._resolved:
+            planned = planned.with_columns(
+                resolved_at=pl.col("defect_id").replace_strict(
+                    self._resolved, default=pl.col("resolved_at"), return_dtype=UTC_TS
+                )
+            )
         overdue = _views.overdue_truth(
             self.frame("netsuite", "transaction"), self.frame("netsuite", "currency"), now
         )
@@ -255,6 +268,25 @@ class Estate(EstateInterface):
             for f in (planned, overdue, stale)
         ]
         return pl.concat(frames).sort("injected_at", "defect_id")
+
+    def _resolve_repaired(self, planned: pl.DataFrame, at: datetime) -> None:
+        """Mark open planned defects that API writes have repaired (no longer visible) as resolved."""
+        from sandbox.estate.checks import DETECTABLE, detect, key_of
+
+        open_rows = planned.filter(
+            pl.col("resolved_at").is_null()
+            & ~pl.col("defect_id").is_in(list(self._resolved))
+            & pl.col("break_type").is_in(DETECTABLE)
+        )
+        if open_rows.height == 0:
+            return
+        frames = {(v, o): self.frame(v, o) for v in VENDORS for o in SCHEMAS[v]}
+        found = detect(frames, self._now)
+        for defect_id, btype, records in open_rows.select(
+            "defect_id", "break_type", "records"
+        ).iter_rows():
+            if key_of(btype, records) not in found[btype]:
+                self._resolved[defect_id] = at
 
     # --- writes -----------------------------------------------------------------------------
     def _next_ids(self, vendor: str, obj: str, n: int) -> list[str]:
@@ -311,6 +343,7 @@ class Estate(EstateInterface):
                 for row in prepared:
                     self._event(f"{row['object']}.created", row["id"], row["object"])
             self._truth_cache = None
+            self._last_write = self._now
             return [row[idc] for row in prepared]
 
     def update(self, vendor: str, obj: str, id: str, changes: dict[str, Any]) -> None:
@@ -350,6 +383,7 @@ class Estate(EstateInterface):
                     etype = "invoice.paid" if changes["status"] == "paid" else "invoice.voided"
                 self._event(etype, id, _STRIPE_PREFIX[obj][1])
             self._truth_cache = None
+            self._last_write = self._now
 
     def _event(self, etype: str, object_id: str, object_type: str) -> None:
         (eid,) = self._next_ids("stripe", "events", 1)

@@ -215,17 +215,21 @@ _KEY_RECORD = {
 }
 
 
+def key_of(break_type: str, records: str) -> str:
+    """The key `detect` reports a ground-truth row under (one id from its records JSON)."""
+    recs = orjson.loads(records)
+    if break_type == "currency_mismatch":
+        idx = 1 if recs[0]["vendor"] == "salesforce" else 0
+    else:
+        idx = _KEY_RECORD.get(break_type, 0)
+    return str(recs[idx]["id"])
+
+
 def truth_keys(ground_truth: pl.DataFrame) -> dict[str, set[str]]:
     """The ground truth's open defects keyed like `detect` keys them."""
     out: dict[str, set[str]] = {t: set() for t in DETECTABLE}
     open_rows = ground_truth.filter(pl.col("resolved_at").is_null())
     for btype, records in open_rows.select("break_type", "records").iter_rows():
-        if btype not in out:
-            continue
-        recs = orjson.loads(records)
-        if btype == "currency_mismatch":
-            idx = 1 if recs[0]["vendor"] == "salesforce" else 0
-        else:
-            idx = _KEY_RECORD.get(btype, 0)
-        out[btype].add(recs[idx]["id"])
+        if btype in out:
+            out[btype].add(key_of(btype, records))
     return out

@@ -322,3 +322,44 @@ def test_a_stale_source_answers_503_over_http_while_its_outage_lasts() -> None:
         assert probe() == 503
         e.advance(outage["ends_at"] - e.now)
         assert probe() == before
+
+
+def test_a_resync_through_the_apis_resolves_the_defect_it_repairs() -> None:
+    e = Estate.generate(SEED, SCALE)
+    e.advance(timedelta(hours=2))
+    truth = e.ground_truth
+
+    def first(btype: str) -> dict[str, Any]:
+        row = truth.filter(pl.col("break_type") == btype).row(0, named=True)
+        return {**row, "ids": [r["id"] for r in json.loads(row["records"])]}
+
+    no_project = first("won_deal_without_project")
+    (opp_id,) = no_project["ids"]
+    opp = e.get("salesforce", "Opportunity", opp_id)
+    assert opp is not None
+    (ws,) = e.insert(
+        "kantata",
+        "workspaces",
+        [{"title": opp["Name"], "currency": opp["CurrencyIsoCode"],
+          "price_in_cents": int(opp["Amount"] * 100)}],
+    )  # fmt: skip
+    e.insert(
+        "kantata",
+        "external_references",
+        [{"subject_type": "Workspace", "subject_id": ws, "service_name": "Salesforce",
+          "service_model": "Opportunity", "service_model_ref": opp_id, "status": "synced"}],
+    )  # fmt: skip
+    unbilled = first("invoice_missing_in_billing")
+    (ns_id,) = unbilled["ids"]
+    e.insert("stripe", "invoices", [{"status": "open", "metadata": {"netsuite_id": ns_id}}])
+    fixed_at = e.now
+
+    was_open = truth.filter(pl.col("resolved_at").is_null()).select("defect_id")
+    after = e.ground_truth.join(was_open, on="defect_id", how="semi")
+    resolved = after.filter(pl.col("resolved_at").is_not_null())
+    assert set(resolved["defect_id"]) == {no_project["defect_id"], unbilled["defect_id"]}
+    assert (resolved["resolved_at"] == fixed_at).all()
+    assert detect(_frames(e), e.now) == truth_keys(e.ground_truth)
+    e.advance(timedelta(days=2))  # repaired stays repaired
+    again = e.ground_truth.filter(pl.col("defect_id") == no_project["defect_id"])
+    assert again["resolved_at"].to_list() == [fixed_at]
