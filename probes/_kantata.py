@@ -6,7 +6,8 @@ at the page boundary is never served. So each request starts a new window at the
 ``updated_at`` served (``updated_after`` = that second minus one, since the filter is strict and
 the wire has whole seconds), on page 1; records of the window already served are dropped. Only
 when a whole page shares one second (no progress) does the probe step ``page`` inside that
-window. The cursor of a page is the ``updated_at`` of its last record.
+window, and then it passes over that window again until a pass brings nothing new (a record
+modified meanwhile leaves the window, so the passes end). The cursor of a page is the ``updated_at`` of its last record.
 
 Envelope: ``results`` gives the order, objects sit under their plural key by string id,
 ``include=external_references`` brings a workspace's links (the Salesforce opportunity) in the
@@ -230,6 +231,7 @@ class KantataProbe(HttpProbe):
             window = parse_iso(since) - self.settings.lookback
         last = since
         page_number = 1
+        pass_fresh = 0  # records new to this read since the current window's page 1
         served: set[tuple[str, str]] = set()  # (id, updated_at) already yielded in this read
         while True:
             params = {**fixed, "order": "updated_at:asc", "per_page": str(per_page)}
@@ -264,12 +266,21 @@ class KantataProbe(HttpProbe):
                     cursor=encode_cursor(since=last) if last else None,
                     records_read=len(fresh),
                 )
+            pass_fresh += len(fresh)
             meta = (answer.body or {}).get("meta") or {}
-            if len(records) < per_page or int(meta.get("page_count", 1)) <= page_number:
-                break
+            finished = len(records) < per_page or int(meta.get("page_count", 1)) <= page_number
             next_window = parse_iso(tail) - timedelta(seconds=1) if tail else None
-            if next_window is not None and (window is None or next_window > window):
-                window, page_number = next_window, 1
+            moves_on = next_window is not None and (window is None or next_window > window)
+            if (finished or moves_on) and page_number > 1 and pass_fresh:
+                # We stepped by page inside one window, where a record modified meanwhile
+                # shifts the rest and one is skipped: pass over the window again until a pass
+                # brings nothing new (each modified record leaves it, so this ends).
+                page_number, pass_fresh = 1, 0
+                continue
+            if finished:
+                break
+            if moves_on:
+                window, page_number, pass_fresh = next_window, 1, 0
             else:
                 # A whole page inside one second: step through that window by page.
                 page_number += 1

@@ -364,6 +364,7 @@ class NetSuiteProbe(HttpProbe):
         )
         last = since
         offset = 0
+        pass_fresh = 0
         served: set[tuple[str, str]] = set()
         while True:
             body = await self.suiteql(
@@ -387,11 +388,19 @@ class NetSuiteProbe(HttpProbe):
                     cursor=encode_cursor(since=last) if last else None,
                     records_read=len(fresh),
                 )
-            if not body.get("hasMore") or len(items) < limit:
-                break
+            pass_fresh += len(fresh)
+            finished = not body.get("hasMore") or len(items) < limit
             next_window = datetime.strptime(tail, _STAMP_PY).replace(tzinfo=UTC) if tail else None
-            if next_window is not None and (window is None or next_window > window):
-                window, offset = next_window, 0
+            moves_on = next_window is not None and (window is None or next_window > window)
+            if (finished or moves_on) and offset > 0 and pass_fresh:
+                # Offset steps inside one second can skip a record modified meanwhile: pass
+                # over that second again until a pass brings nothing new.
+                offset, pass_fresh = 0, 0
+                continue
+            if finished:
+                break
+            if moves_on:
+                window, offset, pass_fresh = next_window, 0, 0
             else:
                 # A whole page inside one second: step through that second by offset.
                 offset += limit
