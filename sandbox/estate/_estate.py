@@ -79,6 +79,7 @@ class Estate(EstateInterface):
         self._write_events: list[dict[str, Any]] = []
         self._counters: dict[tuple[str, str], int] = {}
         self._resolved: dict[str, datetime] = {}
+        self._tick_carry = 0.0
         self._last_write: datetime | None = None  # set by writes until the truth is rechecked
 
     # --- construction ---------------------------------------------------------------------
@@ -415,12 +416,16 @@ class Estate(EstateInterface):
         seconds = (
             real_elapsed.total_seconds() if isinstance(real_elapsed, timedelta) else real_elapsed
         )
-        step = timedelta(seconds=seconds * speedup)
-        # whole seconds keep every stamp on the vendors' own (second) precision
-        step = timedelta(seconds=int(step.total_seconds()))
-        if step > timedelta(0):
-            self.advance(step)
-        return step
+        with self.lock:
+            # whole seconds keep every stamp on the vendors' own (second) precision; the
+            # fraction is carried to the next tick so slow speed-ups still move the clock
+            total = self._tick_carry + max(seconds, 0.0) * speedup
+            whole = int(total)
+            self._tick_carry = total - whole
+            step = timedelta(seconds=whole)
+            if step > timedelta(0):
+                self.advance(step)
+            return step
 
 
 def _patched(frame: pl.DataFrame, col: str, row: int, value: pl.Series) -> pl.Series:

@@ -370,6 +370,9 @@ def test_tick_advances_real_time_multiplied_by_the_speedup() -> None:
     assert e.tick(2.0, 3600) == timedelta(hours=2)
     assert e.tick(timedelta(seconds=1), 60) == timedelta(minutes=1)
     assert e.now == start + timedelta(hours=2, minutes=1)
+    # a slow speed-up still moves the clock: fractions of a second carry over
+    assert [e.tick(1.0, 0.4) for _ in range(5)] == [timedelta(seconds=s) for s in (0, 0, 1, 0, 1)]
+    assert e.now == start + timedelta(hours=2, minutes=1, seconds=2)
 
 
 def test_the_clock_never_goes_back() -> None:
