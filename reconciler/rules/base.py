@@ -52,18 +52,23 @@ def finding(
     currency: pl.Expr,
     since: pl.Expr,
     detail: pl.Expr,
+    suggested: tuple[int, ...] = (),
 ) -> list[pl.Expr]:
-    """The finding columns; the first record is the primary one that names the problem."""
+    """The finding columns; the first record is the primary one that names the problem.
+
+    Records at the ``suggested`` positions are candidates from a suggested link, not from a
+    reference: their JSON says ``"suggested":true``.
+    """
     system, entity, source_id = records[0]
     key = pl.concat_str(pl.lit(f"{entity}:"), system, pl.lit(":"), source_id)
     items = [
         pl.when(i.is_not_null()).then(
             pl.concat_str(
                 pl.lit('{"system":"'), _escape(s), pl.lit(f'","entity":"{e}","id":"'),
-                _escape(i), pl.lit('"}'),
+                _escape(i), pl.lit('","suggested":true}' if n in suggested else '"}'),
             )
         )
-        for s, e, i in records
+        for n, (s, e, i) in enumerate(records)
     ]  # fmt: skip
     systems = [pl.when(i.is_not_null()).then(s) for s, _, i in records]
     return [

@@ -80,18 +80,23 @@ class InvoiceMissingInBilling(BreakRule):
 class InvoiceMissingInErp(BreakRule):
     """An invoice raised in the PSA (or present in billing) has no ERP invoice after the grace.
 
-    PSA invoices without an ERP invoice are keyed on the PSA invoice (with the billing invoice
-    that names it, if any); billing invoices with no ERP twin that no PSA break already covers
-    are keyed on the billing invoice.
+    PSA invoices without an ERP invoice are keyed on the PSA invoice. The billing invoice that
+    names it (``psa_invoice_ref``) joins the break's records; failing that, a billing invoice
+    with no ERP twin that is the *only* candidate of the same currency, amount and issue date
+    (and the PSA invoice its only candidate) joins it too, marked ``"suggested": true`` in the
+    records: one problem, reported once, its billing side offered for review. Billing invoices
+    with no ERP twin left over are breaks of their own, keyed on the billing invoice.
     """
 
     break_type = "invoice_missing_in_erp"
     severity = "high"
     remediation = "manual"
+    match_window_days = 3
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         grace = ctx.config.grace_of(self.break_type)
         k_issued = day_start("k_issued")
+        b_issued = day_start("b_issued")
         billing_by_psa = (
             ctx.billing_invoices.filter(pl.col("b_psa").is_not_null())
             .group_by("b_psa")
@@ -105,34 +110,65 @@ class InvoiceMissingInErp(BreakRule):
             )
             .join(billing_by_psa, left_on="k_id", right_on="b_psa", how="left")
         )
-        from_psa = psa.select(
-            finding(
-                record("k_system", "invoices", "k_id"),
-                record("b_system", "invoices", "b_id"),
-                legal_entity=pl.lit(None, pl.String),
-                amount=pl.col("k_total"),
-                currency=pl.col("k_currency"),
-                since=k_issued + grace,
-                detail=pl.lit("PSA invoice has no ERP invoice"),
-            )
-        )
-        b_issued = day_start("b_issued")
-        covered = psa.select(pl.col("k_id").alias("b_psa"))
-        from_billing = (
+        orphans = (
             ctx.erp_billing.side(RIGHT_ONLY)
             .filter(
                 ~pl.col("b_state").is_in(_NOT_BILLABLE_STATES) & (b_issued + grace <= ctx.as_of)
             )
-            .join(covered, on="b_psa", how="anti", nulls_equal=False)
-            .select(
-                finding(
-                    record("b_system", "invoices", "b_id"),
-                    legal_entity=pl.lit(None, pl.String),
-                    amount=pl.col("b_total"),
-                    currency=pl.col("b_currency"),
-                    since=b_issued + grace,
-                    detail=pl.lit("Billing invoice has no ERP invoice"),
+            .join(
+                psa.select(pl.col("k_id").alias("b_psa")), on="b_psa", how="anti", nulls_equal=False
+            )
+        )
+        unmatched_psa = psa.filter(pl.col("b_id").is_null())
+        pairs = (
+            orphans.select(
+                "b_id", "b_system", "b_issued",
+                pl.col("b_currency").str.to_uppercase().alias("_cur"), pl.col("b_total").alias("_amt"),
+            )
+            .join(
+                unmatched_psa.select(
+                    "k_id", "k_issued",
+                    pl.col("k_currency").str.to_uppercase().alias("_cur"),
+                    pl.col("k_total").alias("_amt"),
+                ),
+                on=["_cur", "_amt"],
+            )
+            .filter((pl.col("b_issued") - pl.col("k_issued")).dt.total_days().abs() <= self.match_window_days)
+        )  # fmt: skip
+        unique = pairs.filter((pl.len().over("b_id") == 1) & (pl.len().over("k_id") == 1)).select(
+            "k_id", pl.col("b_system").alias("_s_system"), pl.col("b_id").alias("_s_id")
+        )
+        from_psa = psa.join(unique, on="k_id", how="left").select(
+            finding(
+                record("k_system", "invoices", "k_id"),
+                record("b_system", "invoices", "b_id"),
+                record("_s_system", "invoices", "_s_id"),
+                legal_entity=pl.lit(None, pl.String),
+                amount=pl.col("k_total"),
+                currency=pl.col("k_currency"),
+                since=k_issued + grace,
+                detail=pl.when(pl.col("_s_id").is_not_null())
+                .then(
+                    pl.concat_str(
+                        pl.lit("PSA invoice has no ERP invoice; billing invoice "),
+                        pl.col("_s_id"),
+                        pl.lit(" is its suggested twin"),
+                    )
                 )
+                .otherwise(pl.lit("PSA invoice has no ERP invoice")),
+                suggested=(2,),
+            )
+        )
+        from_billing = orphans.join(
+            unique.select(pl.col("_s_id").alias("b_id")), on="b_id", how="anti"
+        ).select(
+            finding(
+                record("b_system", "invoices", "b_id"),
+                legal_entity=pl.lit(None, pl.String),
+                amount=pl.col("b_total"),
+                currency=pl.col("b_currency"),
+                since=b_issued + grace,
+                detail=pl.lit("Billing invoice has no ERP invoice"),
             )
         )
         return pl.concat([from_psa, from_billing], how="vertical")
