@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 import store
-
 from tests.conftest import BACKENDS
 
 O2C = [sys.executable, "-m", "o2c.cli"]
