@@ -353,7 +353,7 @@ def generate_world(
     ) + rng.integers(8 * HOUR, 18 * HOUR, n_acc)
     industry = rng.integers(0, len(INDUSTRIES), n_acc)
     space = len(_ADJ) * len(_NOUN) * len(_SUFFIX)
-    code = rng.choice(space * (n_acc // space + 2), n_acc, replace=False)
+    code = rng.choice(space * -(-n_acc // space), n_acc, replace=False)  # " 2" only when needed
     profile = rng.choice(3, n_acc, p=[0.6, 0.3, 0.1])  # punctual, late, very late
     batch_payer = rng.random(n_acc) < 0.3
     weight = rng.lognormal(0.0, 0.9, n_acc)
