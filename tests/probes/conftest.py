@@ -155,8 +155,10 @@ def rows(pages: list[Page], entity: str) -> pl.DataFrame:
 
 
 def inject(sb: Sandbox, system: str, *rules: dict[str, Any]) -> None:
-    """Load fault rules into one simulator through the sandbox's own fault injection."""
-    sb.simulators[system].faults.load(FaultPlan.from_obj({"seed": 3, "faults": list(rules)}))
+    """Replace the fault rules of one simulator (through the sandbox's own fault injection)."""
+    sb.simulators[system].faults.load(
+        FaultPlan.from_obj({"seed": 3, "faults": list(rules)}), replace=True
+    )
 
 
 def fired(sb: Sandbox, system: str) -> int:
