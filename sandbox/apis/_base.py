@@ -251,6 +251,9 @@ class Simulator:
             hang = faults.fire(ep.name, "hang")
             if hang:
                 await asyncio.sleep(float(hang.params.get("seconds", 60)))
+                # The client gave up long ago. Answering without running the handler keeps a late
+                # request from writing, or from using up the fault rules of whatever runs now.
+                return self._error(req, ApiError(504, "GATEWAY_TIMEOUT", "The request timed out"))
             latency = faults.fire(ep.name, "latency")
             if latency:
                 if "seconds" in latency.params:

@@ -22,7 +22,8 @@ Kinds and their parameters:
   error            `status` (default 500): a 5xx (or any status) in the vendor's error envelope.
   rate_limit       the vendor's own signal: Salesforce 403 REQUEST_LIMIT_EXCEEDED, others 429.
                    A burst is `after: N, count: M` (requests N+1 .. N+M are refused).
-  hang             `seconds` (default 60): wait longer than any client time-out, then answer.
+  hang             `seconds` (default 60): wait longer than any client time-out, then answer 504
+                   without running the endpoint (a late request must not write or use up rules).
   malformed_json   200 with a body that is not JSON.
   truncated_json   200 with the body cut in half (Content-Length matches the cut).
   duplicate_page   a continuation page repeats the last record of the previous page first.

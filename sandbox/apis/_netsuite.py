@@ -39,6 +39,7 @@ _TITLES = {
     500: ("Internal Server Error", "sec10.5.1"),
     502: ("Bad Gateway", "sec10.5.3"),
     503: ("Service Unavailable", "sec10.5.4"),
+    504: ("Gateway Timeout", "sec10.5.5"),
 }
 
 # Record types of the record API -> (table, transaction type filter).

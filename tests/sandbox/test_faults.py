@@ -339,3 +339,15 @@ def test_stripe_cursor_page_can_repeat_the_cursor_record(faults: Sandbox) -> Non
         url, params={"limit": 5, "starting_after": cursor}, headers=stripe_headers(faults)
     ).json()
     assert second["data"][0]["id"] == cursor
+
+
+def test_a_hung_request_that_outlives_its_client_does_no_work(faults: Sandbox) -> None:
+    set_faults(faults, "stripe", {"kind": "hang", "seconds": 0.3, "count": 1})
+    before = faults.estate.frame("stripe", "customers").height
+    late = faults.http.post(
+        f"{faults.urls['stripe']}/v1/customers",
+        data={"name": "Too Late"},
+        headers=stripe_headers(faults),
+    )
+    assert late.status_code == 504
+    assert faults.estate.frame("stripe", "customers").height == before
