@@ -48,8 +48,18 @@ def probe_settings(settings: Settings) -> ProbeSettings:
     """Retries, time-outs and lookback shared by every probe."""
     c = settings.collector
     return ProbeSettings(
-        retry=RetrySettings(attempts=c.retries),
-        timeout=TimeoutSettings(read=c.request_timeout_seconds, write=c.request_timeout_seconds),
+        retry=RetrySettings(
+            attempts=c.retries,
+            initial_backoff=c.retry_backoff_seconds,
+            max_backoff=max(c.retry_backoff_seconds, c.retry_max_backoff_seconds),
+            max_retry_after=max(c.retry_max_backoff_seconds, 1.0),
+        ),
+        timeout=TimeoutSettings(
+            connect=min(5.0, c.request_timeout_seconds),
+            read=c.request_timeout_seconds,
+            write=c.request_timeout_seconds,
+            pool=c.request_timeout_seconds,
+        ),
         lookback=timedelta(seconds=c.lookback_seconds),
     )
 

@@ -109,6 +109,12 @@ class CollectorSettings(_Group):
         30.0, gt=0, description="Time-out of one HTTP read from a vendor (connect: 5 s)."
     )
     retries: int = Field(5, ge=1, le=20, description="Attempts per request on transient failures.")
+    retry_backoff_seconds: float = Field(
+        0.5, gt=0, description="First wait before a retry; doubles per attempt (with jitter)."
+    )
+    retry_max_backoff_seconds: float = Field(
+        20.0, gt=0, description="Longest wait between attempts; also caps a Retry-After."
+    )
     lookback_seconds: float = Field(
         300.0,
         ge=0,
