@@ -25,8 +25,6 @@ from sandbox.estate.schema import (
     EstateInterface,
 )
 
-FORMAT_NAME = "o2c-sandbox-estate"
-FORMAT_VERSION = 1
 DERIVED_TRUTH = ("invoice_overdue", "stale_source")
 """Ground-truth types computed from the data at `now` rather than planned by the generator."""
 
