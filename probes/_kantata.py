@@ -171,6 +171,18 @@ def parse_iso(text: str) -> datetime:
     return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _stamp_text(record: dict[str, Any]) -> str | None:
+    """``updated_at`` when it is a readable time (a quarantined record's may not be)."""
+    text = record.get("updated_at")
+    if not isinstance(text, str):
+        return None
+    try:
+        parse_iso(text)
+    except ValueError:
+        return None
+    return text
+
+
 def iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -247,14 +259,7 @@ class KantataProbe(HttpProbe):
             ]
             served.update((str(r.get("id")), str(r.get("updated_at"))) for r in fresh)
             frame, quarantine = to_canonical(spec, fresh)
-            tail = next(
-                (
-                    r["updated_at"]
-                    for r in reversed(records)
-                    if isinstance(r.get("updated_at"), str)
-                ),
-                None,
-            )
+            tail = next((t for r in reversed(records) if (t := _stamp_text(r)) is not None), None)
             if tail is not None:
                 last = tail
             if fresh:

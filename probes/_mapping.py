@@ -209,16 +209,18 @@ def to_canonical(
     n = len(records)
     columns: dict[str, pl.Series] = {}
     problems: list[tuple[str, pl.Series]] = []
-    cols = [spec.id, spec.modified, *spec.columns]
+    # Reasons name the canonical column, bookkeeping ones included.
+    cols = [(spec.id, "source_id"), (spec.modified, "source_modified_at")]
+    cols += [(c, c.name) for c in spec.columns]
     if spec.deleted is not None:
-        cols.append(spec.deleted)
-    for col in cols:
+        cols.append((spec.deleted, "is_deleted"))
+    for col, label in cols:
         raw = [col.get(r) for r in records]
         series, bad = _convert(col, raw)
         columns[col.name] = series
-        problems.append((f"{col.name}: invalid {col.kind} value", bad))
+        problems.append((f"{label}: invalid {col.kind} value", bad))
         if col.required:
-            problems.append((f"{col.name}: missing", series.is_null() & ~bad))
+            problems.append((f"{label}: missing", series.is_null() & ~bad))
     frame = pl.DataFrame(columns)
     money = [c.name for c in spec.columns if c.kind == "money"]
     if money:

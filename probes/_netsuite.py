@@ -373,9 +373,7 @@ class NetSuiteProbe(HttpProbe):
             items = [i for i in body["items"] if isinstance(i, dict)]
             fresh = [i for i in items if (str(i.get("id")), str(i.get("modified"))) not in served]
             served.update((str(i.get("id")), str(i.get("modified"))) for i in fresh)
-            tail = next(
-                (i["modified"] for i in reversed(items) if isinstance(i.get("modified"), str)), None
-            )
+            tail = next((t for i in reversed(items) if (t := _stamp_text(i)) is not None), None)
             if tail is not None:
                 last = tail
             if fresh:
@@ -515,6 +513,18 @@ class NetSuiteProbe(HttpProbe):
         return WriteResult(
             SYSTEM, "customer", record_id, created=not before["items"], external_id=external_id
         )
+
+
+def _stamp_text(item: dict[str, Any]) -> str | None:
+    """The selected ``modified`` stamp when it is readable (a quarantined row's may not be)."""
+    text = item.get("modified")
+    if not isinstance(text, str):
+        return None
+    try:
+        datetime.strptime(text, _STAMP_PY)
+    except ValueError:
+        return None
+    return text
 
 
 def _b64(data: str | bytes) -> str:

@@ -136,6 +136,18 @@ def parse_sf_datetime(text: str) -> datetime:
     return datetime.fromisoformat(text).astimezone(UTC)
 
 
+def _stamp_text(record: dict[str, Any]) -> str | None:
+    """``SystemModstamp`` when it is a readable time (a quarantined record's may not be)."""
+    text = record.get("SystemModstamp")
+    if not isinstance(text, str):
+        return None
+    try:
+        parse_sf_datetime(text)
+    except ValueError:
+        return None
+    return text
+
+
 class SalesforceProbe(HttpProbe):
     """Salesforce CRM: accounts and opportunities."""
 
@@ -240,8 +252,7 @@ class SalesforceProbe(HttpProbe):
                 )
             records = [r for r in body["records"] if isinstance(r, dict)]
             frame, quarantine = to_canonical(spec, records)
-            stamps = [r.get("SystemModstamp") for r in records]
-            tail = next((s for s in reversed(stamps) if isinstance(s, str)), None)
+            tail = next((t for r in reversed(records) if (t := _stamp_text(r)) is not None), None)
             if tail is not None:
                 last = tail
             done = bool(body.get("done", True))
