@@ -5,8 +5,9 @@
 
 Serving figures walk whole objects the way a probe does: Salesforce `query/` + query locators in
 2,000-record batches (Opportunity and OpportunityHistory), Stripe `/v1/invoices` and
-`/v1/invoice_payments` in 100-record pages with `starting_after`. One client, keep-alive, JSON
-parsed on the client side (what a probe pays too).
+`/v1/invoice_payments` in 100-record pages with `starting_after`. The sandbox runs in a child
+process (`--in-process` to share this one); one client, keep-alive, JSON parsed with orjson on
+the client side (what a probe pays too).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -27,14 +29,14 @@ if __name__ == "__main__":
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from sandbox.estate import Estate
-from sandbox.server import Sandbox, serve
+from sandbox.server import serve, spawn
 
 
 def _rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024
 
 
-def bench_generation(scale: float, seed: int) -> Estate:
+def bench_generation(scale: float, seed: int) -> None:
     started = time.perf_counter()
     estate = Estate.generate(seed=seed, scale=scale)
     generated = time.perf_counter() - started
@@ -49,7 +51,7 @@ def bench_generation(scale: float, seed: int) -> Estate:
         f"generate scale {scale:>4g}: {generated:7.2f} s  (+{materialised:.2f} s to materialise "
         f"{rows:,} rows in all frames; peak RSS {_rss_gib():.1f} GiB)"
     )
-    return estate
+    del estate
 
 
 def _timed(label: str, walk: Callable[[], int]) -> None:
@@ -61,7 +63,7 @@ def _timed(label: str, walk: Callable[[], int]) -> None:
     )
 
 
-def salesforce_walk(sb: Sandbox, client: httpx.Client, sobject: str) -> Callable[[], int]:
+def salesforce_walk(sb: Served, client: httpx.Client, sobject: str) -> Callable[[], int]:
     creds = sb.credentials["salesforce"]
     token = client.post(
         f"{sb.urls['salesforce']}/services/oauth2/token",
@@ -97,7 +99,7 @@ def salesforce_walk(sb: Sandbox, client: httpx.Client, sobject: str) -> Callable
     return walk
 
 
-def stripe_walk(sb: Sandbox, client: httpx.Client, obj: str) -> Callable[[], int]:
+def stripe_walk(sb: Served, client: httpx.Client, obj: str) -> Callable[[], int]:
     headers = {"Authorization": f"Bearer {sb.credentials['stripe']['secret_key']}"}
 
     def walk() -> int:
@@ -114,8 +116,15 @@ def stripe_walk(sb: Sandbox, client: httpx.Client, obj: str) -> Callable[[], int
     return walk
 
 
-def bench_serving(estate: Estate, max_stripe_records: int | None) -> None:
-    with serve(estate) as sb, httpx.Client(verify=str(sb.ca_file), timeout=120) as client:
+@dataclass(frozen=True)
+class Served:
+    urls: dict[str, str]
+    credentials: dict[str, dict[str, str]]
+    ca_file: str
+
+
+def walk_all(sb: Served) -> None:
+    with httpx.Client(verify=sb.ca_file, timeout=120) as client:
         for sobject in ("Opportunity", "OpportunityHistory"):
             walk = salesforce_walk(sb, client, sobject)
             walk()  # first walk builds the sort cache; the second is the steady state a poller sees
@@ -125,6 +134,17 @@ def bench_serving(estate: Estate, max_stripe_records: int | None) -> None:
             _timed(f"stripe list {obj} (100/page)", walk)
 
 
+def bench_serving(scale: float, seed: int, estate: Estate | None) -> None:
+    """Serve from a child process (the default: client and server do not share a GIL), or in
+    this process when `estate` is given."""
+    if estate is None:
+        with spawn(scale=scale, seed=seed, timeout=600) as child:
+            walk_all(Served(child.urls, child.info["credentials"], child.ca_file))
+        return
+    with serve(estate) as sb:
+        walk_all(Served(sb.urls, sb.credentials, str(sb.ca_file)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -132,19 +152,17 @@ def main() -> None:
     parser.add_argument("--scales", type=float, nargs="+", default=[1, 10, 40])
     parser.add_argument("--serve-scale", type=float, default=10)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--in-process", action="store_true", help="serve from this process (shares the GIL)"
+    )
     args = parser.parse_args()
-    served: Estate | None = None
     for scale in args.scales:
-        estate = bench_generation(scale, args.seed)
-        if scale == args.serve_scale:
-            served = estate
-        else:
-            del estate
-            gc.collect()
-    if served is None:
-        served = Estate.generate(seed=args.seed, scale=args.serve_scale)
-    print(f"serving at scale {args.serve_scale:g} over loopback:")
-    bench_serving(served, None)
+        bench_generation(scale, args.seed)
+        gc.collect()
+    where = "this process" if args.in_process else "a child process"
+    print(f"serving at scale {args.serve_scale:g} from {where} over loopback:")
+    estate = Estate.generate(seed=args.seed, scale=args.serve_scale) if args.in_process else None
+    bench_serving(args.serve_scale, args.seed, estate)
 
 
 if __name__ == "__main__":
