@@ -24,6 +24,8 @@ class CollectorConfig:
     misfire_grace_seconds: float = 60.0
     max_concurrent_streams: int = 2
     """Cycles of one system that may run at the same time (vendor rate limits are per system)."""
+    batch_records: int = 20_000
+    """Most records written in one transaction when pages queue up faster than they are written."""
     start_jitter_seconds: float = 5.0
     """First runs are spread over this many seconds so that streams do not start in lockstep."""
 

@@ -13,18 +13,21 @@ records that in ``probe_runs`` (when the database can still be reached) and in t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
+
+import polars as pl
 
 from collector._errors import error_kind
 from collector._ownership import Lease, Ownership
 from collector.metrics import CollectorMetrics
 from probes import Page, Probe
-from store import IngestBatch, IngestResult, Store, StoreError
+from store import BatchRejected, CursorAdvance, IngestBatch, IngestResult, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ class CycleResult:
 
 
 ProgressCallback = Callable[[CycleResult], None]
-"""Called after every written page with the running totals (for progress bars)."""
+"""Called after every written batch of pages with the running totals (for progress bars)."""
 
 
 async def run_cycle(
@@ -76,6 +79,7 @@ async def run_cycle(
     lease: Lease | None = None,
     max_seconds: float | None = None,
     on_page: ProgressCallback | None = None,
+    batch_records: int = 20_000,
 ) -> CycleResult:
     """Run one cycle of ``probe``'s ``stream`` into ``store``; returns what happened, never raises
     for vendor or store failures (cancellation is re-raised after the run is recorded).
@@ -88,7 +92,16 @@ async def run_cycle(
     result = CycleResult(system, stream, FAILED, datetime.now(UTC))
     if lease is not None:
         return await _run_owned(
-            store, probe, stream, result, lease, started, metrics, max_seconds, on_page
+            store,
+            probe,
+            stream,
+            result,
+            lease,
+            started,
+            metrics,
+            max_seconds,
+            on_page,
+            batch_records,
         )
     if ownership is not None:
         try:
@@ -102,7 +115,16 @@ async def run_cycle(
             return replace(result, status=SKIPPED)
     try:
         return await _run_owned(
-            store, probe, stream, result, lease, started, metrics, max_seconds, on_page
+            store,
+            probe,
+            stream,
+            result,
+            lease,
+            started,
+            metrics,
+            max_seconds,
+            on_page,
+            batch_records,
         )
     finally:
         if lease is not None:
@@ -119,6 +141,7 @@ async def _run_owned(
     metrics: CollectorMetrics | None,
     max_seconds: float | None,
     on_page: ProgressCallback | None,
+    batch_records: int,
 ) -> CycleResult:
     system = probe.system
     try:
@@ -133,25 +156,19 @@ async def _run_owned(
     cancelled = False
     try:
         async with asyncio.timeout(max_seconds):
-            pages = probe.read(stream, cursor)
-            try:
-                async for page in pages:
-                    if lease is not None:
-                        await asyncio.to_thread(lease.check)
-                    batch = page.to_batch(probe_run_id=run_id)
-                    written = await asyncio.to_thread(store.ingest, batch)
-                    result = _add_page(result, page, batch, written)
-                    _count_page(metrics, system, stream, page, written)
-                    if on_page is not None:
-                        on_page(result)
-                    if page.partial:
-                        result = replace(result, partial_reason=str(page.partial))
-                        break
-            finally:
-                # Close the probe's generator now (its span, its open locator), not at GC time.
-                aclose = getattr(pages, "aclose", None)
-                if aclose is not None:
-                    await aclose()
+            async for pages in _batches(probe.read(stream, cursor), batch_records):
+                if lease is not None:
+                    await asyncio.to_thread(lease.check)
+                done, refused = await _write(store, pages, run_id)
+                for batch, written, group in done:
+                    result = _add_batch(result, group, batch, written)
+                    _count_batch(metrics, system, stream, group, written)
+                if on_page is not None:
+                    on_page(result)
+                if refused is not None:
+                    raise refused
+                if pages[-1].partial:
+                    result = replace(result, partial_reason=str(pages[-1].partial))
     except asyncio.CancelledError:
         cancelled = True
         failure = asyncio.CancelledError("cycle cancelled")
@@ -176,13 +193,121 @@ async def _run_owned(
     return result
 
 
-def _add_page(
-    result: CycleResult, page: Page, batch: IngestBatch, written: IngestResult
+class _ProbeFailed:
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+async def _batches(pages: AsyncIterator[Page], max_records: int) -> AsyncIterator[list[Page]]:
+    """The probe's pages, read ahead of the writer and grouped into write batches.
+
+    A reader task fetches the next page while the current batch is written (HTTP and database
+    overlap). The writer takes every page already waiting, up to ``max_records``: when the
+    vendor is slower than the database each page is its own transaction (the cursor moves as
+    soon as possible); when the database is slower, pages queue and are written together (fewer,
+    larger transactions). A batch always ends at a partial page. A probe failure is raised only
+    after the pages read before it were handed out, so they are written with their cursor.
+    """
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
+
+    async def read() -> None:
+        try:
+            async for page in pages:
+                await queue.put(page)
+                if page.partial:
+                    break
+        except Exception as exc:  # handed to the writer, in order, after the good pages
+            await queue.put(_ProbeFailed(exc))
+            return
+        await queue.put(_END)
+
+    reader = asyncio.create_task(read())
+    try:
+        while True:
+            item = await queue.get()
+            batch: list[Page] = []
+            while True:
+                if item is _END or isinstance(item, _ProbeFailed):
+                    break
+                batch.append(item)
+                if item.partial or sum(p.records for p in batch) >= max_records or queue.empty():
+                    item = None
+                    break
+                item = queue.get_nowait()
+            if batch:
+                yield batch
+            if isinstance(item, _ProbeFailed):
+                raise item.error
+            if item is _END or (batch and batch[-1].partial):
+                return
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+        # Close the probe's generator now (its span, its open locator), not at GC time.
+        aclose = getattr(pages, "aclose", None)
+        if aclose is not None:
+            with contextlib.suppress(Exception):
+                await aclose()
+
+
+async def _write(
+    store: Store, pages: list[Page], run_id: int | None
+) -> tuple[list[tuple[IngestBatch, IngestResult, list[Page]]], BatchRejected | None]:
+    """Write pages as one transaction; if the store refuses it, page by page up to the bad one.
+
+    Without the fallback, one page the store refuses would keep the good pages queued with it
+    from being written (and their cursor from moving) on every later cycle too. Returns what
+    was written and the refusal, if any.
+    """
+    batch = _merge(pages, run_id)
+    try:
+        return [(batch, await asyncio.to_thread(store.ingest, batch), pages)], None
+    except BatchRejected as exc:
+        if len(pages) == 1:
+            return [], exc
+    done = []
+    for page in pages:
+        single = page.to_batch(probe_run_id=run_id)
+        try:
+            done.append((single, await asyncio.to_thread(store.ingest, single), [page]))
+        except BatchRejected as exc:
+            return done, exc
+    return done, None
+
+
+def _merge(pages: list[Page], run_id: int | None) -> IngestBatch:
+    """One store batch for consecutive pages: their records, quarantine and the last cursor."""
+    if len(pages) == 1:
+        return pages[0].to_batch(probe_run_id=run_id)
+    frames: dict[str, list[pl.DataFrame]] = {}
+    for page in pages:
+        for entity, frame in page.frames.items():
+            if frame.height:
+                frames.setdefault(entity, []).append(frame)
+    merged = {
+        entity: parts[0] if len(parts) == 1 else pl.concat(parts, how="diagonal_relaxed")
+        for entity, parts in frames.items()
+    }
+    cursor = next((p.cursor for p in reversed(pages) if p.cursor is not None), None)
+    last = pages[-1]
+    return IngestBatch(
+        frames=merged,
+        quarantine=tuple(q for p in pages for q in p.quarantine),
+        cursor=CursorAdvance(last.system, last.stream, cursor) if cursor is not None else None,
+        probe_run_id=run_id,
+    )
+
+
+def _add_batch(
+    result: CycleResult, pages: list[Page], batch: IngestBatch, written: IngestResult
 ) -> CycleResult:
     return replace(
         result,
-        pages=result.pages + 1,
-        records_read=result.records_read + int(page.records_read),
+        pages=result.pages + len(pages),
+        records_read=result.records_read + sum(int(p.records_read) for p in pages),
         records_offered=result.records_offered + sum(u.offered for u in written.upserts),
         records_written=result.records_written + written.written,
         stale=result.stale + written.stale,
@@ -191,16 +316,16 @@ def _add_page(
     )
 
 
-def _count_page(
+def _count_batch(
     metrics: CollectorMetrics | None,
     system: str,
     stream: str,
-    page: Page,
+    pages: list[Page],
     written: IngestResult,
 ) -> None:
     if metrics is None:
         return
-    metrics.pages.labels(system, stream).inc()
+    metrics.pages.labels(system, stream).inc(len(pages))
     metrics.records_ingested.labels(system, stream).inc(sum(u.offered for u in written.upserts))
     metrics.records_written.labels(system, stream).inc(written.written)
     if written.quarantined:

@@ -129,6 +129,7 @@ class Collector:
                     ownership=self.ownership,
                     max_seconds=self.config.cycle_timeout_seconds,
                     on_page=on_page,
+                    batch_records=self.config.batch_records,
                 )
         self.last_results[(system, stream)] = result
         return result
@@ -212,6 +213,7 @@ class Collector:
                     metrics=self.metrics,
                     lease=lease,
                     max_seconds=self.config.cycle_timeout_seconds,
+                    batch_records=self.config.batch_records,
                 )
                 if catch_up.status == SKIPPED or not catch_up.ok:
                     finding = CompletenessFinding(
