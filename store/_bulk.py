@@ -99,6 +99,17 @@ class Staged:
         self.conn.exec_driver_sql(f"DROP TABLE {self.name}")
 
 
+def any_stored(conn: Connection, table: Table, frame: pl.DataFrame, key: Sequence[str]) -> bool:
+    """Whether any key of the frame is already in the table (keys staged alone: cheap to move)."""
+    keys = Staged(conn, table, frame.select(key))
+    matches = " AND ".join(f"t.{k} = s.{k}" for k in key)
+    found = conn.exec_driver_sql(
+        f"SELECT EXISTS (SELECT 1 FROM {keys.name} AS s JOIN {table.name} AS t ON {matches})"
+    ).scalar_one()
+    keys.drop()
+    return bool(found)
+
+
 def insert_frame(conn: Connection, table: Table, frame: pl.DataFrame) -> int:
     """Append every row of the frame to the table; returns the number of rows."""
     if frame.is_empty():

@@ -9,7 +9,7 @@ run's as-of time, so a KPI's history is a query, not a recomputation.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,7 +24,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    delete,
     func,
     insert,
     select,
@@ -33,7 +32,7 @@ from sqlalchemy import (
 
 from store import _bulk
 from store._repository import read_query
-from store._schema import metadata, probe_runs
+from store._schema import Entity, metadata, probe_runs
 from store._types import UTCDateTime
 
 _PK = BigInteger().with_variant(Integer(), "sqlite")
@@ -196,15 +195,17 @@ def read_break_register(conn: Connection) -> pl.DataFrame:
     return _read(conn, breaks, select(breaks).order_by(breaks.c.break_id))
 
 
-def write_break_register(conn: Connection, frame: pl.DataFrame) -> int:
-    """Insert or replace the given break rows (keyed by break_id); returns how many were written."""
-    if frame.is_empty():
-        return 0
-    frame = frame.select(BREAK_COLUMNS).cast(_schema(breaks))  # type: ignore[arg-type]
-    ids = frame.get_column("break_id").to_list()
-    for start in range(0, len(ids), 500):
-        conn.execute(delete(breaks).where(breaks.c.break_id.in_(ids[start : start + 500])))
-    return _bulk.insert_frame(conn, breaks, frame)
+def write_break_register(conn: Connection, inserted: pl.DataFrame, updated: pl.DataFrame) -> int:
+    """Insert new break rows and overwrite changed ones (keyed by break_id); returns the count."""
+    schema = _schema(breaks)
+    written = 0
+    if not inserted.is_empty():
+        rows = inserted.select(BREAK_COLUMNS).cast(schema)  # type: ignore[arg-type]
+        written += _bulk.insert_frame(conn, breaks, rows)
+    if not updated.is_empty():
+        rows = updated.select(BREAK_COLUMNS).cast(schema)  # type: ignore[arg-type]
+        written += _bulk.update_frame(conn, breaks, rows, ["break_id"])
+    return written
 
 
 def insert_break_transitions(conn: Connection, frame: pl.DataFrame) -> int:
@@ -307,6 +308,34 @@ def read_kpi_snapshots(
     if kpi is not None:
         query = query.where(kpi_snapshots.c.kpi == kpi)
     return _read(conn, kpi_snapshots, query)
+
+
+# --------------------------------------------------------------------------- canonical reads
+
+
+def read_canonical(
+    conn: Connection,
+    entity: Entity,
+    columns: Sequence[str],
+    *,
+    written_after: datetime | None = None,
+) -> pl.DataFrame:
+    """An entity's records (deleted ones included, unordered) as a typed frame, the fast way.
+
+    ``written_after`` keeps only the versions stored after that time (``last_seen_at``): the
+    changes since an earlier read. Raw driver rows on SQLite, COPY on PostgreSQL.
+    """
+    table = entity.table
+    query = select(*(table.c[n] for n in columns))
+    if written_after is not None:
+        query = query.where(table.c.last_seen_at > written_after)
+    sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+    return _bulk.read_sql(conn, sql, _bulk.polars_schema(table, list(columns)))
+
+
+def last_written(conn: Connection, entity: Entity) -> datetime | None:
+    """When the newest stored version of an entity was written (None when it has no records)."""
+    return conn.execute(select(func.max(entity.table.c.last_seen_at))).scalar_one_or_none()
 
 
 # --------------------------------------------------------------------------- probe health
