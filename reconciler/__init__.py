@@ -9,7 +9,7 @@ Break rules are small classes registered in ``RULES``.
 from __future__ import annotations
 
 from reconciler._breaks import AGEING_BUCKETS, BREAK_SCHEMA, break_id
-from reconciler._canonical import Canonical
+from reconciler._canonical import Canonical, FrameCache
 from reconciler._chains import CHAIN_SCHEMA, CHAIN_STAGES
 from reconciler._config import (
     BREAK_TYPES,
@@ -61,6 +61,7 @@ __all__ = [
     "Calendar",
     "Canonical",
     "Cardinality",
+    "FrameCache",
     "LifecyclePlan",
     "LinkResult",
     "ReconcileConfig",

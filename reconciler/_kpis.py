@@ -71,7 +71,7 @@ def _quantiles(rows: _Rows, name: str, frame: pl.DataFrame, by: str | None = Non
         days = part.get_column("days").drop_nulls()
         for q in (50, 90):
             value = days.quantile(q / 100, "linear") if days.len() else None
-            rows.days(f"{name}_p{q}_days", value, dimension)  # type: ignore[arg-type]
+            rows.days(f"{name}_p{q}_days", value, dimension)
 
 
 def _span_days(start: pl.Expr, end: pl.Expr) -> pl.Expr:

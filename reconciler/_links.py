@@ -196,5 +196,5 @@ def suggest_links(
     return (
         pairs.with_columns(pl.lit(name).alias("link"), (best & tie).alias("ambiguous"))
         .select(list(SUGGESTION_SCHEMA))
-        .cast(SUGGESTION_SCHEMA)
-    )  # type: ignore[arg-type]
+        .cast(SUGGESTION_SCHEMA)  # type: ignore[arg-type]
+    )

@@ -17,14 +17,15 @@ the register alone, because history cannot be rewritten by looking at the past a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import polars as pl
 
 import store
 from reconciler._breaks import BREAK_SCHEMA
-from reconciler._canonical import Canonical
+from reconciler._canonical import Canonical, FrameCache
 from reconciler._config import BREAK_TYPES, ReconcileConfig
 from reconciler._engine import ReconcileResult, reconcile
 from reconciler._errors import ReconcileError
@@ -165,6 +166,8 @@ class RunReport:
     counts: dict[str, int]
     open_by_type: dict[str, int]
     kpis: pl.DataFrame
+    timings: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each phase: load (store to frames), compute, persist."""
 
 
 def _resolution_kpis(transitions: pl.DataFrame, state: pl.DataFrame, currency: str) -> pl.DataFrame:
@@ -188,15 +191,27 @@ def _resolution_kpis(transitions: pl.DataFrame, state: pl.DataFrame, currency: s
 
 
 def run_reconcile(
-    db: store.Store, *, as_of: datetime | None = None, config: ReconcileConfig | None = None
+    db: store.Store,
+    *,
+    as_of: datetime | None = None,
+    config: ReconcileConfig | None = None,
+    cache: FrameCache | None = None,
 ) -> RunReport:
-    """Reconcile the store's data at ``as_of`` (now by default) and persist what it changes."""
+    """Reconcile the store's data at ``as_of`` (now by default) and persist what it changes.
+
+    With a ``cache`` (a directory of this reconciler's), only what changed in the store since
+    the previous run is read from it.
+    """
     config = config or ReconcileConfig()
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
     with db.begin(write=True) as conn:
         run_id = store.start_reconcile_run(conn, as_of=as_of, at=datetime.now(UTC))
     try:
-        result = reconcile(Canonical.load(db, as_of), as_of, config)
+        started = time.perf_counter()
+        data = Canonical.load(db, as_of, cache=cache)
+        loaded = time.perf_counter()
+        result = reconcile(data, as_of, config)
+        computed = time.perf_counter()
         with db.begin(write=True) as conn:
             store.lock_break_register(conn)
             last = store.last_reconcile_as_of(conn)
@@ -210,7 +225,12 @@ def run_reconcile(
                 plan = plan_lifecycle(
                     register, result.breaks, run_id=run_id, as_of=as_of, config=config
                 )
-                written = store.write_break_register(conn, plan.changed)
+                known = register.select("break_id")
+                written = store.write_break_register(
+                    conn,
+                    plan.changed.join(known, on="break_id", how="anti"),
+                    plan.changed.join(known, on="break_id", how="semi"),
+                )
                 store.insert_break_transitions(conn, plan.transitions)
                 state, transitions = plan.state, plan.transitions
             active = state.filter(pl.col("status").is_in(ACTIVE_STATUSES))
@@ -244,6 +264,11 @@ def run_reconcile(
             raise
         raise ReconcileError(f"reconcile run {run_id} failed: {exc}", run_id=run_id) from exc
     open_by_type = dict(active.group_by("break_type").len().iter_rows())
+    timings = {
+        "load": loaded - started,
+        "compute": computed - loaded,
+        "persist": time.perf_counter() - computed,
+    }
     return RunReport(
         run_id=run_id,
         as_of=as_of,
@@ -252,6 +277,7 @@ def run_reconcile(
         counts=counts,
         open_by_type={t: int(open_by_type.get(t, 0)) for t in BREAK_TYPES},
         kpis=kpis,
+        timings=timings,
     )
 
 

@@ -53,7 +53,7 @@ def test_store_public_surface_is_pinned() -> None:
             "normalize_currency", "require_head", "round_minor", "status", "to_minor", "upgrade",
             # reconciler persistence (store/_reconcile.py)
             "BREAK_COLUMNS", "ReconcileRun", "finish_reconcile_run", "insert_break_transitions",
-            "insert_kpi_snapshot", "last_reconcile_as_of", "list_reconcile_runs", "lock_break_register", "read_break_register",
+            "insert_kpi_snapshot", "last_reconcile_as_of", "last_written", "read_canonical", "list_reconcile_runs", "lock_break_register", "read_break_register",
             "read_break_transitions", "read_kpi_snapshots", "read_probe_health",
             "set_break_acceptance", "start_reconcile_run", "write_break_register",
         ]

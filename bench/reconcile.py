@@ -1,0 +1,226 @@
+"""Benchmark: a full reconcile from the store at scale N, then one after 1% of the records change.
+
+Run: .venv/bin/python bench/reconcile.py --scale 10 [--backend sqlite|postgresql] [--base-scale 1]
+
+Targets (issue 5), on this 2-core machine: scale 40 (about 12M canonical rows) full reconcile
+under 15 s wall and 3 GB peak RSS; the reconcile after a 1% change under 3 s.
+
+How the store is filled: one sandbox estate at ``--base-scale`` goes through the real pipeline
+once (simulators on loopback -> probes -> collector -> store; cached as parquet under
+``--cache``), then the store receives ``scale / base-scale`` copies of those canonical records,
+every id and reference suffixed per copy: the same records and defects, N times over, written
+through ``Store.ingest``. The estate is never mapped a second time outside the probes.
+
+Each reconcile runs in a fresh child process (``run_reconcile``: load from the store, compute,
+persist the break register and KPI snapshot) so that its peak RSS is its own. The incremental
+run uses the reconciler's frame cache (``FrameCache``): it reads only what the store wrote since
+the previous run, then recomputes every rule over the cached frames.
+PostgreSQL is 127.0.0.1:5432 (user postgres) unless O2C_BENCH_POSTGRES_URL says otherwise; the
+benchmark creates and drops its own database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import store
+
+# Which columns of each entity hold ids of records (suffixed per copy to keep copies apart).
+ID_COLUMNS: dict[str, tuple[str, ...]] = {
+    "accounts": ("source_id", "crm_account_id", "erp_customer_id", "name"),
+    "opportunities": ("source_id", "account_ref"),
+    "projects": ("source_id", "opportunity_ref", "account_ref"),
+    "time_entries": ("source_id", "project_ref", "invoice_ref"),
+    "milestones": ("source_id", "project_ref", "invoice_ref"),
+    "invoices": (
+        "source_id", "number", "customer_ref", "project_ref", "opportunity_ref",
+        "psa_invoice_ref", "twin_ref",
+    ),
+    "payments": ("source_id", "customer_ref", "reference"),
+    "payment_applications": ("source_id", "payment_ref", "invoice_ref"),
+}  # fmt: skip
+
+
+def base_frames(
+    base_scale: float, seed: int, cache: Path
+) -> tuple[dict[str, pl.DataFrame], datetime]:
+    """The canonical records of one estate synced through the pipeline (cached)."""
+    marker = cache / f"seed{seed}_scale{base_scale}.json"
+    if not marker.exists():
+        from sandbox.estate import Estate
+        from tests.reconciler.test_accuracy import fill_store
+
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{tmp}/base.sqlite3"
+            engine = store.create_store_engine(url)
+            store.upgrade(engine)
+            engine.dispose()
+            db = store.Store(url)
+            estate = Estate.generate(seed=seed, scale=base_scale)
+            started = time.perf_counter()
+            fill_store(estate, db, Path(tmp))
+            print(
+                f"base estate synced through the collector in {time.perf_counter() - started:.0f} s"
+            )
+            for name, entity in store.ENTITIES.items():
+                db.read_frame(name, columns=list(entity.input_columns)).write_parquet(
+                    cache / f"seed{seed}_scale{base_scale}_{name}.parquet"
+                )
+            db.dispose()
+        marker.write_text(json.dumps({"now": estate.now.isoformat()}))
+    now = datetime.fromisoformat(json.loads(marker.read_text())["now"])
+    frames = {
+        name: pl.read_parquet(cache / f"seed{seed}_scale{base_scale}_{name}.parquet")
+        for name in store.ENTITIES
+    }
+    return frames, now
+
+
+def copy_of(name: str, frame: pl.DataFrame, k: int) -> pl.DataFrame:
+    if k == 0:
+        return frame
+    return frame.with_columns(pl.col(c) + f"~{k}" for c in ID_COLUMNS[name])
+
+
+def fill(db: store.Store, frames: dict[str, pl.DataFrame], copies: int) -> int:
+    rows = 0
+    for name, frame in frames.items():
+        for k in range(copies):
+            part = copy_of(name, frame, k)
+            for start in range(0, part.height, 250_000):
+                db.ingest(store.IngestBatch(frames={name: part.slice(start, 250_000)}))
+            rows += part.height
+    return rows
+
+
+def change_one_percent(db: store.Store, frames: dict[str, pl.DataFrame], copies: int) -> int:
+    """Change 1% of the records of every entity (a tracked field), as a new source version."""
+    changed = 0
+    for name, frame in frames.items():
+        every = store.ENTITIES[name]
+        tracked = next(
+            (f for f in every.fields if f.name in every.tracked and f.kind in {"int", "str"}), None
+        )
+        if tracked is None or frame.is_empty():
+            continue
+        for k in range(copies):
+            sample = copy_of(name, frame, k).gather_every(100)
+            bump = pl.col(tracked.name) + 1 if tracked.kind == "int" else pl.col(tracked.name) + "*"
+            sample = sample.with_columns(
+                bump.alias(tracked.name), pl.col("source_modified_at") + timedelta(seconds=1)
+            )
+            db.ingest(store.IngestBatch(frames={name: sample}))
+            changed += sample.height
+    return changed
+
+
+def child(url: str, as_of: str, cache: str | None) -> None:
+    """One reconcile run in this process; prints its figures as JSON."""
+    from reconciler import FrameCache, run_reconcile
+
+    db = store.Store(url)
+    frames = FrameCache(Path(cache)) if cache else None
+    started = time.perf_counter()
+    report = run_reconcile(db, as_of=datetime.fromisoformat(as_of), cache=frames)
+    wall = time.perf_counter() - started
+    db.dispose()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024  # KiB -> GiB
+    print(json.dumps({"wall": wall, "peak_gib": peak, "timings": report.timings,
+                      "breaks": report.result.breaks.height, "counts": report.counts}))  # fmt: skip
+
+
+def run_child(url: str, as_of: datetime, cache: Path | None = None) -> dict[str, object]:
+    extra = ["--frame-cache", str(cache)] if cache else []
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", url, "--as-of", as_of.isoformat(), *extra],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def postgres_database() -> tuple[str, str]:
+    admin_url = os.environ.get(
+        "O2C_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    name = f"o2c_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return admin_url, make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scale", type=float, default=10)
+    parser.add_argument("--base-scale", type=float, default=1)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
+    parser.add_argument("--cache", type=Path, default=Path("data/bench-cache"))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--as-of", help=argparse.SUPPRESS)
+    parser.add_argument("--frame-cache", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.as_of, args.frame_cache)
+        return
+
+    frames, now = base_frames(args.base_scale, args.seed, args.cache)
+    copies = max(1, round(args.scale / args.base_scale))
+    with tempfile.TemporaryDirectory() as tmp:
+        admin_url = None
+        if args.backend == "sqlite":
+            url = f"sqlite:///{tmp}/bench.sqlite3"
+        else:
+            admin_url, url = postgres_database()
+        try:
+            engine = store.create_store_engine(url)
+            store.upgrade(engine)
+            engine.dispose()
+            db = store.Store(url)
+            started = time.perf_counter()
+            rows = fill(db, frames, copies)
+            print(f"{args.backend}: scale {args.scale} = {copies} x scale {args.base_scale}: "
+                  f"{rows:,} canonical rows written in {time.perf_counter() - started:.0f} s")  # fmt: skip
+            cache = Path(tmp) / "frame-cache"
+            full = run_child(url, now, cache)
+            print(
+                f"full reconcile, cold (reads the whole store, writes the register): {json.dumps(full)}"
+            )
+            again = run_child(url, now, cache)
+            print(f"re-run, nothing changed (cache warm): {json.dumps(again)}")
+            changed = change_one_percent(db, frames, copies)
+            db.dispose()
+            after = run_child(url, now + timedelta(minutes=5), cache)
+            print(f"incremental, after {changed:,} records (1%) changed: {json.dumps(after)}")
+            cold = run_child(url, now + timedelta(minutes=6))
+            print(f"full reconcile without a cache, same data: {json.dumps(cold)}")
+        finally:
+            if admin_url is not None:
+                admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+                name = make_url(url).database
+                with admin.connect() as conn:
+                    conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
