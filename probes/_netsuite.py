@@ -23,9 +23,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import logging
 import time
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
@@ -39,6 +41,7 @@ from probes._base import (
     ProbeAuthError,
     ProbeError,
     ProbeNotFound,
+    ProbeResponseError,
     SourceCount,
     WriteResult,
     decode_cursor,
@@ -46,8 +49,15 @@ from probes._base import (
 )
 from probes._http import HttpProbe
 from probes._mapping import Col, Spec, at_midnight, to_canonical
+from store import to_minor
 
 SYSTEM = "netsuite"
+log = logging.getLogger(__name__)
+# stream -> (NetSuite column summed by the completeness check, canonical column it becomes)
+_SUMMED = {
+    "invoices": ("foreigntotal", "total_minor"),
+    "payments": ("foreigntotal", "amount_minor"),
+}
 MAX_LIMIT = 1000
 RESULT_CAP = 100_000
 STAMP = "YYYY-MM-DD HH24:MI:SS"
@@ -415,7 +425,36 @@ class NetSuiteProbe(HttpProbe):
         self.check_stream(stream)
         table, _, condition = QUERIES[stream]
         total = await self._count(table, condition, None, None)
-        return SourceCount(SYSTEM, stream, self.entities[stream], total)
+        column = _SUMMED.get(stream)
+        amounts = await self._amount_sums(stream, column[0]) if column else None
+        return SourceCount(
+            SYSTEM,
+            stream,
+            self.entities[stream],
+            total,
+            amount_column=column[1] if column and amounts is not None else None,
+            amount_minor=amounts,
+        )
+
+    async def _amount_sums(self, stream: str, column: str) -> dict[str, int] | None:
+        """``SUM(column)`` per currency by an aggregate SuiteQL query; None where it is refused."""
+        table, _, condition = QUERIES[stream]
+        where = f" WHERE {condition}" if condition else ""
+        try:
+            body = await self.suiteql(
+                f"SELECT currency, SUM({column}) AS total FROM {table}{where} GROUP BY currency",
+                stream=stream,
+            )
+        except ProbeResponseError as exc:
+            log.info("netsuite: no aggregate sums (%s); counting records only", exc)
+            return None
+        codes = await self.lookup("currency", "symbol", [i.get("currency") for i in body["items"]])
+        sums: dict[str, int] = {}
+        for item in body["items"]:
+            code = codes.get(str(item.get("currency")))
+            if code and item.get("total") is not None:
+                sums[code] = sums.get(code, 0) + to_minor(Decimal(str(item["total"])), code)
+        return sums
 
     async def _count(
         self, table: str, condition: str, low: datetime | None, high: datetime | None

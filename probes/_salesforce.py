@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 import re
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -37,6 +39,7 @@ from probes._base import (
     Page,
     ProbeError,
     ProbeNotFound,
+    ProbeResponseError,
     Quota,
     SalesforceConfig,
     SourceCount,
@@ -46,8 +49,10 @@ from probes._base import (
 )
 from probes._http import HttpProbe
 from probes._mapping import Col, Spec, to_canonical
+from store import to_minor
 
 SYSTEM = "salesforce"
+log = logging.getLogger(__name__)
 _LIMIT_INFO = re.compile(r"api-usage=(\d+)/(\d+)")
 
 _BILLING_MODELS = {
@@ -291,7 +296,34 @@ class SalesforceProbe(HttpProbe):
         total = (answer.body or {}).get("totalSize")
         if not isinstance(total, int):
             raise ProbeError("salesforce: count without totalSize", system=SYSTEM, stream=stream)
-        return SourceCount(SYSTEM, stream, self.entities[stream], total)
+        if stream != "opportunities":
+            return SourceCount(SYSTEM, stream, self.entities[stream], total)
+        amounts = await self._amount_sums(stream)
+        return SourceCount(
+            SYSTEM,
+            stream,
+            self.entities[stream],
+            total,
+            amount_column="amount_minor" if amounts is not None else None,
+            amount_minor=amounts,
+        )
+
+    async def _amount_sums(self, stream: str) -> dict[str, int] | None:
+        """``SUM(Amount)`` per currency by an aggregate SOQL query; None where it is refused."""
+        soql = "SELECT CurrencyIsoCode, SUM(Amount) total FROM Opportunity GROUP BY CurrencyIsoCode"
+        try:
+            answer = await self.call(
+                "GET", f"{self._data}/query/?q={quote(soql, safe='')}", stream=stream
+            )
+        except ProbeResponseError as exc:
+            log.info("salesforce: no aggregate sums (%s); counting records only", exc)
+            return None
+        sums: dict[str, int] = {}
+        for row in (answer.body or {}).get("records") or []:
+            code, value = row.get("CurrencyIsoCode"), row.get("total")
+            if isinstance(code, str) and isinstance(value, int | float):
+                sums[code.upper()] = to_minor(Decimal(str(value)), code)
+        return sums
 
     async def refetch(self, stream: str, source_id: str) -> Page:
         self.check_stream(stream)

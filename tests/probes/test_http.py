@@ -25,7 +25,7 @@ from probes import (
     build_client,
 )
 from probes._http import retry_after_seconds
-from tests.probes.conftest import FAST, read_all
+from tests.probes.conftest import FAST, ProbeFactory, read_all
 
 pytestmark = pytest.mark.anyio
 
@@ -135,3 +135,44 @@ async def test_the_built_client_has_explicit_timeouts() -> None:
     async with client:
         assert client.timeout.read == FAST.timeout.read
         assert client.timeout.connect == FAST.timeout.connect
+
+
+async def test_salesforce_counts_carry_amount_sums_when_aggregates_are_answered() -> None:
+    from probes import SalesforceConfig, SalesforceProbe
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/oauth2/token"):
+            return httpx.Response(
+                200, json={"access_token": "a", "instance_url": "https://sf.test"}
+            )
+        if "SUM(" in request.url.params.get("q", ""):
+            return httpx.Response(
+                200,
+                json={
+                    "totalSize": 2,
+                    "done": True,
+                    "records": [
+                        {"CurrencyIsoCode": "USD", "total": 123450.0},
+                        {"CurrencyIsoCode": "GBP", "total": 0.5},
+                    ],
+                },
+            )
+        return httpx.Response(200, json={"totalSize": 7, "done": True, "records": []})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    probe = SalesforceProbe(
+        client,
+        SalesforceConfig(instance_url="https://sf.test", client_id="c", client_secret="s"),
+        settings=FAST,
+    )
+    async with client:
+        count = await probe.count("opportunities")
+    assert count.records == 7
+    assert count.amount_column == "amount_minor"
+    assert count.amount_minor == {"USD": 12_345_000, "GBP": 50}
+
+
+async def test_counts_without_aggregates_in_the_api_say_so(make_probe: ProbeFactory) -> None:
+    count = await make_probe("netsuite").count("invoices")
+    # The sandbox's SuiteQL has no SUM: the count stands alone rather than a wrong sum.
+    assert count.records > 0 and count.amount_minor is None and count.amount_column is None
