@@ -174,8 +174,13 @@ def reconcile_command(
         [], "--fx", help="Rate to the reporting currency, CUR=RATE (repeatable), e.g. EUR=1.08."
     ),
     reporting_currency: str = typer.Option("USD", "--reporting-currency", help="ISO code."),
+    cache: bool = typer.Option(
+        True, "--cache/--no-cache", help="Keep frames in <data_dir>/reconcile-cache between runs."
+    ),
 ) -> None:
     """Link every deal end to end, find breaks, update their lifecycle and snapshot the KPIs.
+
+    With the cache (default) a run reads only what the store wrote since the previous one.
 
     Example: o2c reconcile --as-of 2026-06-30T12:00:00Z --fx EUR=1.08 --fx GBP=1.27
     """
@@ -184,7 +189,7 @@ def reconcile_command(
 
     import polars as pl
 
-    from reconciler import ReconcileConfig, run_reconcile
+    from reconciler import FrameCache, ReconcileConfig, run_reconcile
 
     at = None
     if as_of is not None:
@@ -208,7 +213,8 @@ def reconcile_command(
     db = _open_store(settings)
     try:
         store.require_head(db.engine)
-        report = run_reconcile(db, as_of=at, config=config)
+        frames = FrameCache(settings.data_dir / "reconcile-cache") if cache else None
+        report = run_reconcile(db, as_of=at, config=config, cache=frames)
     finally:
         db.dispose()
     console.print(
