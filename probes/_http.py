@@ -160,7 +160,7 @@ class HttpProbe(Probe):
         may have been applied: the caller looks the record up before trying again.
         """
         retry = self.settings.retry
-        ids = {"system": self.system, "stream": stream, "source_id": source_id}
+        ids: dict[str, Any] = {"system": self.system, "stream": stream, "source_id": source_id}
         refreshed = False
         attempt = 0
         while True:

@@ -82,7 +82,8 @@ def _psa_invoice_status(record: dict[str, Any]) -> Any:
     if record.get("draft") is True:
         return "draft"
     status = record.get("status")
-    return {"new": "open", "accepted payment": "paid", "cancelled": "void"}.get(status, status)
+    known = {"new": "open", "accepted payment": "paid", "cancelled": "void"}
+    return known.get(status, status) if isinstance(status, str) else status
 
 
 _ID = Col("id", "id", "str", required=True)

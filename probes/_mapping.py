@@ -168,8 +168,9 @@ def _convert(col: Col, raw: list[Any]) -> tuple[pl.Series, pl.Series]:
         if kind == "currency":
             upper = text.str.strip_chars().str.to_uppercase()
             ok = upper.str.contains(r"^[A-Z]{3}$")
-            series = pl.when(ok).then(upper).otherwise(None).alias(col.name)
-            series = pl.select(series).to_series()
+            series = upper.zip_with(
+                ok.fill_null(False), pl.Series([None] * len(upper), dtype=pl.String)
+            )
         elif kind == "datetime":
             series = _parse_datetime(text, col.fmt)
         elif kind == "date":

@@ -107,7 +107,7 @@ SPECS: dict[str, Spec] = {
             _CURRENCY,
             Col(
                 "status",
-                lambda r: _INVOICE_STATUS.get(r.get("status"), r.get("status")),
+                lambda r: _INVOICE_STATUS.get(str(r.get("status")), r.get("status")),
                 "str",
                 required=True,
             ),
@@ -128,7 +128,7 @@ SPECS: dict[str, Spec] = {
             _CURRENCY,
             Col(
                 "status",
-                lambda r: _PAYMENT_STATUS.get(r.get("status"), r.get("status")),
+                lambda r: _PAYMENT_STATUS.get(str(r.get("status")), r.get("status")),
                 "str",
                 required=True,
             ),

@@ -355,7 +355,7 @@ class StripeProbe(HttpProbe):
                         "_event_deleted": str(event.get("type", "")).endswith(".deleted"),
                     }
                 )
-            created = [e.get("created") for e in chunk if isinstance(e.get("created"), int)]
+            created = [int(e["created"]) for e in chunk if isinstance(e.get("created"), int)]
             if created:
                 last = max(last, max(created))
             frame, quarantine = to_canonical(spec, records)
