@@ -21,11 +21,18 @@ from sandbox.estate._estate import Estate
 from sandbox.estate.schema import SCHEMAS
 
 
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def measure(scale: float, seed: int = 1, export_dir: Path | None = None) -> dict[str, Any]:
     """Generate at `scale` and time each stage; optionally time an export into `export_dir`."""
+    c0 = _cpu()
     t0 = time.perf_counter()
     estate = Estate.generate(seed, scale)
     t1 = time.perf_counter()
+    cpu = _cpu() - c0
     rows = {f"{v}.{o}": estate.frame(v, o).height for v in SCHEMAS for o in SCHEMAS[v]}
     t2 = time.perf_counter()
     truth = estate.ground_truth.height
@@ -34,6 +41,8 @@ def measure(scale: float, seed: int = 1, export_dir: Path | None = None) -> dict
         "scale": scale,
         "seed": seed,
         "generate_s": round(t1 - t0, 2),
+        # CPU seconds (all threads): independent of other load on a shared machine
+        "generate_cpu_s": round(cpu, 2),
         "materialise_s": round(t2 - t1, 2),
         "ground_truth_s": round(t3 - t2, 2),
         "rows_total": sum(rows.values()),
