@@ -11,7 +11,7 @@ minor units with the currency's own exponent (JPY 0, KWD 3), never a float in th
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -67,7 +67,6 @@ class Spec:
     deleted: Col | None = None
     money_currency: str = "currency"
     """The column whose code scales ``money`` columns to minor units."""
-    extra_checks: tuple[Callable[[pl.DataFrame], pl.Series], ...] = field(default=())
 
     def __post_init__(self) -> None:
         known = set(ENTITIES[self.entity].data_columns)
@@ -144,154 +143,170 @@ _PRE: dict[str, Callable[[Any], Any]] = {
 
 _ISO = "%Y-%m-%dT%H:%M:%S%.f%z"
 
+# The dtype values are held in before parsing (after the per-value checks of _PRE).
+_RAW: dict[str, pl.DataType] = {
+    "str": pl.String(),
+    "int": pl.Int64(),
+    "minor": pl.Int64(),
+    "unix": pl.Int64(),
+    "bool": pl.Boolean(),
+    "ts": pl.Datetime("us", "UTC"),
+}
+_PARSED = {"unix", "currency", "datetime", "date", "us_date", "money"}
 
-def _convert(col: Col, raw: list[Any]) -> tuple[pl.Series, pl.Series]:
-    """The typed column and a mask of values that were present but invalid."""
-    pre = _PRE[col.kind]
-    cleaned = [pre(v) for v in raw]
-    bad_pre = pl.Series([v is _BAD for v in cleaned], dtype=pl.Boolean)
-    values = [None if v is _BAD else v for v in cleaned]
+
+def _parse(col: Col, raw: str) -> pl.Expr:
+    """The typed value of a raw column (null where it does not parse)."""
+    c = pl.col(raw)
     kind = col.kind
-    if kind in ("str",):
-        series = pl.Series(col.name, values, dtype=pl.String)
-    elif kind in ("int", "minor"):
-        series = pl.Series(col.name, values, dtype=pl.Int64)
-    elif kind == "bool":
-        series = pl.Series(col.name, values, dtype=pl.Boolean)
-    elif kind == "ts":
-        series = pl.Series(col.name, values, dtype=pl.Datetime("us", "UTC"))
-    elif kind == "unix":
-        ints = pl.Series(col.name, values, dtype=pl.Int64)
-        series = (ints * 1_000_000).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
-    else:
-        text = pl.Series(col.name, values, dtype=pl.String)
-        if kind == "currency":
-            upper = text.str.strip_chars().str.to_uppercase()
-            ok = upper.str.contains(r"^[A-Z]{3}$")
-            series = upper.zip_with(
-                ok.fill_null(False), pl.Series([None] * len(upper), dtype=pl.String)
-            )
-        elif kind == "datetime":
-            series = _parse_datetime(text, col.fmt)
-        elif kind == "date":
-            series = text.str.to_date("%Y-%m-%d", strict=False)
-        elif kind == "us_date":
-            series = text.str.to_date("%m/%d/%Y", strict=False)
-        elif kind == "money":
-            series = text.cast(pl.Float64, strict=False)
-        else:  # pragma: no cover - guarded by Spec
-            raise ValueError(kind)
-        series = series.alias(col.name)
-    present = pl.Series([v is not None for v in values], dtype=pl.Boolean)
-    bad = bad_pre | (present & series.is_null())
-    return series, bad
-
-
-def _parse_datetime(text: pl.Series, fmt: str | None) -> pl.Series:
-    if fmt:
-        parsed = text.str.to_datetime(fmt, strict=False, time_zone="UTC", time_unit="us")
-    else:
-        # Offsets spelled +0000, +00:00 or Z all parse with %z after Z is made explicit.
-        normal = text.str.replace(r"Z$", "+00:00")
-        parsed = normal.str.to_datetime(_ISO, strict=False, time_unit="us")
-        if parsed.dtype != pl.Datetime("us", "UTC"):
-            parsed = parsed.dt.convert_time_zone("UTC")
-    return parsed
+    if kind == "unix":
+        return (c * 1_000_000).cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
+    if kind == "currency":
+        upper = c.str.strip_chars().str.to_uppercase()
+        return pl.when(upper.str.contains(r"^[A-Z]{3}$")).then(upper)
+    if kind == "datetime":
+        if col.fmt:
+            return c.str.to_datetime(col.fmt, strict=False, time_zone="UTC", time_unit="us")
+        # Offsets spelled +0000, +00:00 or Z all parse with %z once Z is made explicit.
+        normal = c.str.replace(r"Z$", "+00:00")
+        parsed = normal.str.to_datetime(_ISO, strict=False, time_unit="us", time_zone="UTC")
+        return parsed
+    if kind == "date":
+        return c.str.to_date("%Y-%m-%d", strict=False)
+    if kind == "us_date":
+        return c.str.to_date("%m/%d/%Y", strict=False)
+    if kind == "money":
+        return c.cast(pl.Float64, strict=False)
+    return c
 
 
 def to_canonical(
     spec: Spec, records: Sequence[dict[str, Any]]
 ) -> tuple[pl.DataFrame, list[QuarantineItem]]:
-    """Canonical rows of ``spec.entity`` for the valid records; quarantine for the others."""
+    """Canonical rows of ``spec.entity`` for the valid records; quarantine for the others.
+
+    Values are extracted and type-checked in one Python pass per column; parsing (times, dates,
+    numbers, codes) and every null check run as a handful of polars expressions per page.
+    """
     entity = ENTITIES[spec.entity]
     schema = entity.polars_schema
     if not records:
         return pl.DataFrame(schema=schema), []
     n = len(records)
-    columns: dict[str, pl.Series] = {}
-    problems: list[tuple[str, pl.Series]] = []
     # Reasons name the canonical column, bookkeeping ones included.
     cols = [(spec.id, "source_id"), (spec.modified, "source_modified_at")]
     cols += [(c, c.name) for c in spec.columns]
     if spec.deleted is not None:
         cols.append((spec.deleted, "is_deleted"))
-    for col, label in cols:
-        raw = [col.get(r) for r in records]
-        series, bad = _convert(col, raw)
-        columns[col.name] = series
-        problems.append((f"{label}: invalid {col.kind} value", bad))
-        if col.required:
-            problems.append((f"{label}: missing", series.is_null() & ~bad))
-    frame = pl.DataFrame(columns)
-    money = [c.name for c in spec.columns if c.kind == "money"]
+    reasons: dict[int, list[str]] = {}
+    raw: dict[str, pl.Series] = {}
+    for i, (col, label) in enumerate(cols):
+        pre = _PRE[col.kind]
+        if isinstance(col.source, str):
+            key = col.source
+            values = [pre(r.get(key)) for r in records]
+        else:
+            get = col.source
+            values = [pre(get(r)) for r in records]
+        for j, v in enumerate(values):
+            if v is _BAD:
+                reasons.setdefault(j, []).append(f"{label}: invalid {col.kind} value")
+                values[j] = None
+        raw[f"r{i}"] = pl.Series(values, dtype=_RAW.get(col.kind, pl.String()))
+    frame = pl.DataFrame(raw).with_columns(
+        _parse(col, f"r{i}").alias(f"t{i}") for i, (col, _) in enumerate(cols)
+    )
+    money = [i for i, (col, _) in enumerate(cols) if col.kind == "money"]
+    currency_index = next(
+        (i for i, (col, _) in enumerate(cols) if col.name == spec.money_currency), None
+    )
+    checks: list[tuple[str, pl.Expr]] = []
     if money:
-        frame, money_bad = _to_minor(frame, money, spec.money_currency)
-        problems.extend(money_bad)
-    for check in spec.extra_checks:
-        problems.append((check.__doc__ or check.__name__, check(frame)))
-    reasons = pl.DataFrame({f"p{i}": mask for i, (_, mask) in enumerate(problems)})
-    any_bad = reasons.select(pl.any_horizontal(pl.all()).alias("bad")).to_series()
+        frame, money_checks = _to_minor(frame, money, currency_index, cols)
+        checks += money_checks
+    for i, (col, label) in enumerate(cols):
+        if col.kind in _PARSED:
+            checks.append(
+                (
+                    f"{label}: invalid {col.kind} value",
+                    pl.col(f"r{i}").is_not_null() & pl.col(f"t{i}").is_null(),
+                )
+            )
+        if col.required:
+            checks.append((f"{label}: missing", pl.col(f"r{i}").is_null()))
+    masks = frame.select(
+        *(expr.fill_null(False).alias(f"k{k}") for k, (_, expr) in enumerate(checks))
+    )
+    flagged = masks.select(pl.any_horizontal(pl.all())).to_series()
+    for j in flagged.arg_true().to_list():
+        row = masks.row(j)
+        reasons.setdefault(j, []).extend(checks[k][0] for k, hit in enumerate(row) if hit)
     quarantine: list[QuarantineItem] = []
-    if any_bad.any():
-        for index in any_bad.arg_true().to_list():
-            row = reasons.row(index)
-            reason = "; ".join(problems[i][0] for i, flag in enumerate(row) if flag)
-            record = records[index]
+    if reasons:
+        for j in sorted(reasons):
+            found = reasons[j]
+            invalid = {r.split(":")[0] for r in found if r.endswith("value")}
+            # A value that failed its type check is also null: say "invalid", not "missing".
+            kept = [r for r in found if not (r.endswith("missing") and r.split(":")[0] in invalid)]
+            record = records[j]
             rid = spec.id.get(record) if isinstance(record, dict) else None
             quarantine.append(
                 QuarantineItem(
                     source_system=spec.system,
                     stream=spec.stream,
-                    reason=reason,
+                    reason="; ".join(dict.fromkeys(kept)),
                     raw_payload=orjson.dumps(record, default=str),
                     source_id=str(rid)[:64] if rid is not None else None,
                 )
             )
-        frame = frame.filter(~any_bad)
-    out = frame.rename({spec.id.name: "source_id", spec.modified.name: "source_modified_at"})
-    if spec.deleted is not None:
-        out = out.rename({spec.deleted.name: "is_deleted"})
+        keep = pl.Series([j not in reasons for j in range(n)], dtype=pl.Boolean)
+        frame = frame.filter(keep)
+    names = {f"t{i}": name for i, (_, name) in enumerate(cols)}
     exprs: list[pl.Expr] = []
     for name, dtype in schema.items():
+        source = next((t for t, canonical in names.items() if canonical == name), None)
         if name == "source_system":
             exprs.append(pl.lit(spec.system, dtype=pl.String).alias(name))
-        elif name == "is_deleted" and name not in out.columns:
+        elif source is not None:
+            expr = pl.col(source).cast(dtype)
+            if name == "is_deleted":
+                expr = expr.fill_null(False)
+            exprs.append(expr.alias(name))
+        elif name == "is_deleted":
             exprs.append(pl.lit(False).alias(name))
-        elif name in out.columns:
-            exprs.append(pl.col(name).cast(dtype).alias(name))
         else:
             exprs.append(pl.lit(None, dtype=dtype).alias(name))
-    result = out.select(exprs)
-    if "is_deleted" in result.columns:
-        result = result.with_columns(pl.col("is_deleted").fill_null(False))
+    result = frame.select(exprs)
     assert result.height + len(quarantine) == n
     return result, quarantine
 
 
 def _to_minor(
-    frame: pl.DataFrame, money: list[str], currency: str
-) -> tuple[pl.DataFrame, list[tuple[str, pl.Series]]]:
-    codes = frame[currency].unique().drop_nulls().to_list() if currency in frame.columns else []
-    exponents = {c: currency_exponent(c) for c in codes}
-    scale = (
-        pl.col(currency).replace_strict(exponents, default=2, return_dtype=pl.Int64)
-        if currency in frame.columns
-        else pl.lit(2)
-    )
-    problems: list[tuple[str, pl.Series]] = []
-    exprs = []
-    for name in money:
-        scaled = pl.col(name) * pl.lit(10.0).pow(scale)
+    frame: pl.DataFrame,
+    money: list[int],
+    currency_index: int | None,
+    cols: list[tuple[Col, str]],
+) -> tuple[pl.DataFrame, list[tuple[str, pl.Expr]]]:
+    """Major-unit columns to integer minor units by each row's currency exponent."""
+    if currency_index is not None:
+        currency = f"t{currency_index}"
+        codes = frame[currency].unique().drop_nulls().to_list()
+        exponents = {c: currency_exponent(c) for c in codes}
+        scale = pl.col(currency).replace_strict(exponents, default=2, return_dtype=pl.Int64)
+    else:
+        scale = pl.lit(2)
+    checks: list[tuple[str, pl.Expr]] = []
+    exprs: list[pl.Expr] = []
+    for i in money:
+        scaled = pl.col(f"t{i}") * pl.lit(10.0).pow(scale)
         rounded = scaled.round(0)
-        exprs.append(rounded.cast(pl.Int64).alias(name))
+        exprs.append(rounded.cast(pl.Int64).alias(f"t{i}"))
+        exprs.append(((scaled - rounded).abs() > 1e-6).alias(f"s{i}"))
         # Sub-minor precision (12.345 USD) is an error in the source, not something to round.
-        problems.append(
-            (
-                f"{name}: more precision than the currency's minor unit",
-                frame.select(((scaled - rounded).abs() > 1e-6).fill_null(False)).to_series(),
-            )
+        checks.append(
+            (f"{cols[i][1]}: more precision than the currency's minor unit", pl.col(f"s{i}"))
         )
-    return frame.with_columns(exprs), problems
+    return frame.with_columns(exprs), checks
 
 
 def at_midnight(value: Any) -> datetime | None:
