@@ -232,9 +232,9 @@ class Page:
     """One page of a stream: canonical frames by entity, quarantine, and the safe cursor.
 
     ``cursor`` is safe to store only once this page's records are written (``to_batch`` puts
-    both in one transaction); None means "do not move the cursor" (e.g. a backfill page whose
-    successors are still to come). ``records_read`` counts vendor records on the page, including
-    quarantined ones and duplicates. ``partial`` is set on the last page when the probe stopped
+    both in one transaction); None means "do not move the cursor". ``records_read`` counts the
+    vendor records the page passes on, quarantined ones included (a record the probe already
+    passed on earlier in the same read is dropped, not counted). ``partial`` is set on the last page when the probe stopped
     early on purpose (e.g. the Salesforce daily budget reserve): the cycle is a partial success.
     """
 
@@ -378,7 +378,10 @@ class Probe(ABC):
 
     @abstractmethod
     async def refetch(self, stream: str, source_id: str) -> Page:
-        """One record, read again now, as a page without a cursor (a resync of stale data)."""
+        """One record, read again now, as a page without a cursor (a resync of stale data).
+
+        Raises ProbeNotFound when the vendor no longer has the record.
+        """
 
     def check_stream(self, stream: str) -> None:
         if stream not in self.streams:
