@@ -7,8 +7,9 @@ import base64
 import secrets
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
@@ -162,14 +163,7 @@ class _Endpoint:
     auth: bool = True
 
 
-@dataclass
-class Credentials:
-    """What a client needs to call one simulator (the values are sandbox-only)."""
-
-    values: dict[str, str] = field(default_factory=dict)
-
-
-class Simulator:
+class Simulator(ABC):
     """Base of a vendor simulator: subclasses declare endpoints and their vendor's envelopes."""
 
     vendor: ClassVar[str]
@@ -183,11 +177,13 @@ class Simulator:
 
     # --- to implement --------------------------------------------------------------------------
 
+    @abstractmethod
     def endpoints(self) -> list[_Endpoint]:
-        raise NotImplementedError
+        """The vendor's routes, each named for fault rules (`GET /__admin/faults` lists them)."""
 
+    @abstractmethod
     def error_response(self, error: ApiError) -> Response:
-        raise NotImplementedError
+        """`error` in the vendor's own error envelope."""
 
     def rate_limit_error(self) -> ApiError:
         return ApiError(429, "RATE_LIMITED", "Too many requests")
@@ -200,14 +196,17 @@ class Simulator:
             return exc
         return ApiError(401, "UNAUTHORIZED", "Unauthorized")
 
+    @abstractmethod
     def authenticate(self, req: Req) -> None:
         """Raise ApiError(401, ...) unless the request carries valid credentials."""
 
     def revoke_tokens(self) -> None:
-        """Forget every access token issued so far (token-expiry fault)."""
+        """Forget every access token issued so far (token-expiry fault); static keys: nothing."""
+        return None
 
     def decorate(self, req: Req | None, response: Response) -> None:
-        """Add headers every response of this vendor carries."""
+        """Add headers every response of this vendor carries (none by default)."""
+        return None
 
     # --- machinery -----------------------------------------------------------------------------
 

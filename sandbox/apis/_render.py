@@ -63,12 +63,6 @@ def salesforce_records_json(frame: pl.DataFrame, sobject: str, version: str) -> 
     return frame.select(exprs).write_json().encode()
 
 
-def salesforce_datetime(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + (
-        f"{value.microsecond // 1000:03d}+0000"
-    )
-
-
 def kantata_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
     exprs = []
     for name, dtype in frame.schema.items():
@@ -82,10 +76,6 @@ def kantata_rows(frame: pl.DataFrame) -> list[dict[str, Any]]:
         else:
             exprs.append(col)
     return frame.select(exprs).to_dicts()
-
-
-def kantata_datetime(value: dt.datetime) -> str:
-    return value.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 def netsuite_strings(frame: pl.DataFrame, to_char: dict[str, str] | None = None) -> pl.DataFrame:
