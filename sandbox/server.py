@@ -19,6 +19,7 @@ import dataclasses
 import functools
 import json
 import logging
+import shutil
 import socket
 import subprocess
 import sys
@@ -55,6 +56,7 @@ class Sandbox:
     _running: list[_Running] = field(default_factory=list, repr=False)
     _ticker: threading.Thread | None = field(default=None, repr=False)
     _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _owns_tls_dir: bool = field(default=False, repr=False)
 
     @property
     def ca_file(self) -> Path:
@@ -92,6 +94,8 @@ class Sandbox:
             running.thread.join(timeout=10)
         if self._ticker is not None:
             self._ticker.join(timeout=5)
+        if self._owns_tls_dir:
+            shutil.rmtree(self.tls.ca_file.parent, ignore_errors=True)
 
     def __enter__(self) -> Sandbox:
         return self
@@ -172,7 +176,9 @@ def serve(
     """
     tls = make_tls_files(tls_dir)
     simulators = {vendor: cls(estate, faults) for vendor, cls in SIMULATORS.items()}
-    sandbox = Sandbox(estate=estate, simulators=simulators, urls={}, tls=tls)
+    sandbox = Sandbox(
+        estate=estate, simulators=simulators, urls={}, tls=tls, _owns_tls_dir=tls_dir is None
+    )
     try:
         for vendor, sim in simulators.items():
             sock = _free_socket((ports or {}).get(vendor, 0))
