@@ -38,7 +38,10 @@ def serve(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON line.")] = False,
 ) -> None:
-    """Serve the four vendor APIs on free loopback ports and print their URLs and credentials."""
+    """Serve the four vendor APIs on free loopback ports and print their URLs and credentials.
+
+    Example: o2c sandbox serve --scale 0.1 --seed 7 --speedup 60
+    """
     from sandbox.server import load_estate
     from sandbox.server import serve as start
 
@@ -77,7 +80,10 @@ def export(
     ] = 1.0,
     seed: Annotated[int, typer.Option(help="Same seed and scale, same files.")] = 7,
 ) -> None:
-    """Write the estate (per-vendor JSON files, ground truth, manifest) to DIRECTORY."""
+    """Write the estate (per-vendor JSON files, ground truth, manifest) to DIRECTORY.
+
+    Example: o2c sandbox export /tmp/estate --scale 1 --seed 7
+    """
     from sandbox.estate import Estate
 
     manifest = Estate.generate(seed=seed, scale=scale).export(directory)
