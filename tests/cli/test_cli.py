@@ -106,7 +106,21 @@ def test_bad_configuration_gets_one_clear_line(
     assert lines[0].startswith("error: ") and message in lines[0]
 
 
-@pytest.mark.parametrize("command", [["db", "upgrade"], ["db", "status"], ["config", "show"]])
+def every_command() -> list[list[str]]:
+    import typer.main
+
+    from o2c.cli import app
+
+    def walk(command: object, path: list[str]) -> list[list[str]]:
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            return [p for name, sub in subcommands.items() for p in walk(sub, [*path, name])]
+        return [path]
+
+    return walk(typer.main.get_command(app), [])
+
+
+@pytest.mark.parametrize("command", every_command(), ids=" ".join)
 def test_every_command_has_help_with_an_example(command: list[str], tmp_path: Path) -> None:
     result = run_o2c(*command, "--help", cwd=tmp_path)
 
