@@ -53,6 +53,10 @@ CHAIN_SCHEMA: dict[str, pl.DataType] = {
 
 def deal_invoices(ctx: RuleContext) -> pl.LazyFrame:
     """ERP invoices issued by the as-of date (not void or draft), with their deal and collections."""
+    return ctx.shared("deal_invoices", lambda: _deal_invoices(ctx))
+
+
+def _deal_invoices(ctx: RuleContext) -> pl.LazyFrame:
     applied = ctx.applications.group_by("invoice_ref").agg(
         pl.col("amount_minor").sum().alias("collected"),
         pl.col("applied_at").min().alias("first_payment_at"),
@@ -82,8 +86,11 @@ def build_chains(ctx: RuleContext) -> pl.DataFrame:
     te = ctx.data.time_entries.filter(
         (pl.col("source_system") == ctx.systems.psa) & (pl.col("approved_at") <= ctx.as_of)
     )
+    # Per project first (millions of entries, thousands of projects), then per deal.
     first_time = (
-        te.join(projects, left_on="project_ref", right_on="p_id")
+        te.group_by("project_ref")
+        .agg(pl.col("approved_at").min())
+        .join(projects, left_on="project_ref", right_on="p_id")
         .group_by("o_id")
         .agg(pl.col("approved_at").min().alias("first_time_approved_at"))
     )
@@ -91,7 +98,9 @@ def build_chains(ctx: RuleContext) -> pl.DataFrame:
         (pl.col("source_system") == ctx.systems.psa) & (pl.col("completed_at") <= ctx.as_of)
     )
     first_ms = (
-        ms.join(projects, left_on="project_ref", right_on="p_id")
+        ms.group_by("project_ref")
+        .agg(pl.col("completed_at").min())
+        .join(projects, left_on="project_ref", right_on="p_id")
         .group_by("o_id")
         .agg(pl.col("completed_at").min().alias("first_milestone_completed_at"))
     )

@@ -8,6 +8,7 @@ The links are computed (collected) once per run and shared; their duplicate keys
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from functools import cached_property
 
@@ -26,8 +27,17 @@ def day_start(column: str | pl.Expr) -> pl.Expr:
     return expr.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
+def _now(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """Compute a shared frame once: every rule that reads it then starts from memory."""
+    return frame.collect().lazy()
+
+
 class RuleContext:
-    """One run's view of the data: as-of time, config, role frames and shared links."""
+    """One run's view of the data: as-of time, config, role frames and shared links.
+
+    Role frames and links are computed once per run (cached properties holding collected
+    frames), so the rules' plans share them instead of each recomputing the same joins.
+    """
 
     def __init__(self, data: Canonical, as_of: datetime, config: ReconcileConfig) -> None:
         if as_of.tzinfo is None or as_of.utcoffset() is None:
@@ -36,6 +46,13 @@ class RuleContext:
         self.as_of = as_of
         self.config = config
         self.systems = config.systems
+        self._shared: dict[str, pl.LazyFrame] = {}
+
+    def shared(self, name: str, build: Callable[[], pl.LazyFrame]) -> pl.LazyFrame:
+        """A frame several rules need, computed on first use and kept for the run."""
+        if name not in self._shared:
+            self._shared[name] = _now(build())
+        return self._shared[name]
 
     # ------------------------------------------------------------------ role frames
 
@@ -48,18 +65,20 @@ class RuleContext:
         deals = self.data.opportunities.join(
             entity, on="account_ref", how="left", maintain_order="left"
         ).with_columns(pl.coalesce("legal_entity", "_entity").alias("legal_entity"))
-        return deals.select(
-            pl.col("source_system").alias("o_system"),
-            pl.col("source_id").alias("o_id"),
-            pl.col("account_ref").alias("o_account"),
-            pl.col("stage").alias("o_stage"),
-            pl.col("is_closed").alias("o_closed"),
-            pl.col("is_won").alias("o_won"),
-            pl.col("won_at"),
-            pl.col("amount_minor").alias("o_amount"),
-            pl.col("currency").alias("o_currency"),
-            pl.col("legal_entity").alias("o_entity"),
-            pl.col("created_at_source").alias("o_created"),
+        return _now(
+            deals.select(
+                pl.col("source_system").alias("o_system"),
+                pl.col("source_id").alias("o_id"),
+                pl.col("account_ref").alias("o_account"),
+                pl.col("stage").alias("o_stage"),
+                pl.col("is_closed").alias("o_closed"),
+                pl.col("is_won").alias("o_won"),
+                pl.col("won_at"),
+                pl.col("amount_minor").alias("o_amount"),
+                pl.col("currency").alias("o_currency"),
+                pl.col("legal_entity").alias("o_entity"),
+                pl.col("created_at_source").alias("o_created"),
+            )
         )
 
     @cached_property
@@ -71,16 +90,18 @@ class RuleContext:
 
     @cached_property
     def projects(self) -> pl.LazyFrame:
-        return self.data.projects.filter(pl.col("source_system") == self.systems.psa).select(
-            pl.col("source_system").alias("p_system"),
-            pl.col("source_id").alias("p_id"),
-            pl.col("opportunity_ref").alias("p_opp"),
-            pl.col("account_ref").alias("p_account"),
-            pl.col("status").alias("p_status"),
-            pl.col("budget_minor").alias("p_budget"),
-            pl.col("currency").alias("p_currency"),
-            pl.col("created_at_source").alias("p_created"),
-            pl.col("activated_at").alias("p_activated"),
+        return _now(
+            self.data.projects.filter(pl.col("source_system") == self.systems.psa).select(
+                pl.col("source_system").alias("p_system"),
+                pl.col("source_id").alias("p_id"),
+                pl.col("opportunity_ref").alias("p_opp"),
+                pl.col("account_ref").alias("p_account"),
+                pl.col("status").alias("p_status"),
+                pl.col("budget_minor").alias("p_budget"),
+                pl.col("currency").alias("p_currency"),
+                pl.col("created_at_source").alias("p_created"),
+                pl.col("activated_at").alias("p_activated"),
+            )
         )
 
     def _invoices(self, system: str) -> pl.LazyFrame:
@@ -88,24 +109,26 @@ class RuleContext:
 
     @cached_property
     def psa_invoices(self) -> pl.LazyFrame:
-        return self._invoices(self.systems.psa).select(
-            pl.col("source_system").alias("k_system"),
-            pl.col("source_id").alias("k_id"),
-            pl.col("project_ref").alias("k_project"),
-            pl.col("customer_ref").alias("k_customer"),
-            pl.col("total_minor").alias("k_total"),
-            pl.col("currency").alias("k_currency"),
-            pl.col("status").alias("k_status"),
-            pl.col("issued_on").alias("k_issued"),
+        return _now(
+            self._invoices(self.systems.psa).select(
+                pl.col("source_system").alias("k_system"),
+                pl.col("source_id").alias("k_id"),
+                pl.col("project_ref").alias("k_project"),
+                pl.col("customer_ref").alias("k_customer"),
+                pl.col("total_minor").alias("k_total"),
+                pl.col("currency").alias("k_currency"),
+                pl.col("status").alias("k_status"),
+                pl.col("issued_on").alias("k_issued"),
+            )
         )
 
     @cached_property
     def erp_customers(self) -> pl.LazyFrame:
-        return self.data.accounts.filter(pl.col("source_system") == self.systems.erp)
+        return _now(self.data.accounts.filter(pl.col("source_system") == self.systems.erp))
 
     @cached_property
     def crm_accounts(self) -> pl.LazyFrame:
-        return self.data.accounts.filter(pl.col("source_system") == self.systems.crm)
+        return _now(self.data.accounts.filter(pl.col("source_system") == self.systems.crm))
 
     def normalised_status(self, column: str) -> pl.Expr:
         mapping = dict(self.config.invoice_status)
@@ -123,7 +146,7 @@ class RuleContext:
         customers = self.erp_customers.select(
             pl.col("source_id").alias("e_customer"), pl.col("legal_entity").alias("e_entity")
         )
-        return (
+        return _now(
             self._invoices(self.systems.erp)
             .select(
                 pl.col("source_system").alias("e_system"),
@@ -168,7 +191,7 @@ class RuleContext:
             .group_by("e_twin")
             .agg(pl.col("e_id").min().alias("_claim"))
         )
-        return (
+        return _now(
             billing.join(
                 claims, left_on="b_id", right_on="e_twin", how="left", maintain_order="left"
             )
@@ -240,7 +263,7 @@ class RuleContext:
         """
         project_opp = self.projects.select(pl.col("p_id"), pl.col("p_opp"))
         psa = self.psa_invoices.select("k_id", "k_project")
-        return (
+        return _now(
             self.erp_invoices.select("e_id", "e_opp", "e_project", "e_psa")
             .join(project_opp, left_on="e_project", right_on="p_id", how="left")
             .join(psa, left_on="e_psa", right_on="k_id", how="left")
@@ -257,9 +280,11 @@ class RuleContext:
     @cached_property
     def applications(self) -> pl.LazyFrame:
         """Payment applications of the ERP (the payments of record), by the as-of time."""
-        return self.data.payment_applications.filter(
-            (pl.col("source_system") == self.systems.erp)
-            & (pl.col("applied_at").is_null() | (pl.col("applied_at") <= self.as_of))
+        return _now(
+            self.data.payment_applications.filter(
+                (pl.col("source_system") == self.systems.erp)
+                & (pl.col("applied_at").is_null() | (pl.col("applied_at") <= self.as_of))
+            )
         )
 
     @cached_property
@@ -267,7 +292,7 @@ class RuleContext:
         applied = self.applications.group_by("payment_ref").agg(
             pl.col("amount_minor").sum().alias("_applied")
         )
-        return (
+        return _now(
             self.data.payments.filter(
                 (pl.col("source_system") == self.systems.erp)
                 & (pl.col("received_at").is_null() | (pl.col("received_at") <= self.as_of))

@@ -183,10 +183,14 @@ def compute_kpis(ctx: RuleContext, breaks: pl.DataFrame, chains: pl.DataFrame) -
     per_day = sales / window if sales > 0 else None
     rows.days("dso_days", ar / per_day if per_day else None)
     rows.days("best_possible_dso_days", current_ar / per_day if per_day else None)
-    periods = _month_periods(today, 24)
+    by_month = dict(
+        inv.filter(pl.col("e_issued") <= today)
+        .group_by(pl.col("e_issued").dt.month_start().alias("month"))
+        .agg(pl.col("total_rep").sum())
+        .iter_rows()
+    )
     monthly = [
-        (days, _sum(inv.filter(pl.col("e_issued").is_between(first, last)), "total_rep"))
-        for first, last, days in periods
+        (days, int(by_month.get(first) or 0)) for first, _, days in _month_periods(today, 24)
     ]
     rows.days("dso_countback_days", countback_dso(ar, monthly) if inv.height else None)
     rows.money("ar_total_minor", ar)

@@ -68,18 +68,30 @@ def _split_duplicates(
 ) -> tuple[pl.LazyFrame, pl.LazyFrame]:
     """(the frame keeping one row per non-null key, the rows that share a key)."""
     system, record = ident
-    copies = pl.len().over(key)
-    first = pl.col(record) == pl.col(record).min().over(key)
-    keep = pl.col(key).is_null() | (copies == 1) | first
-    duplicates = frame.filter(pl.col(key).is_not_null() & (copies > 1)).select(
+    rows = frame.collect()
+    keys = rows.get_column(key)
+    shared = keys.is_duplicated() & keys.is_not_null()
+    if not shared.any():  # the usual case: one hash pass, no windows
+        return rows.lazy(), pl.LazyFrame(schema=DUPLICATES_SCHEMA)
+    dup_rows = rows.filter(shared)
+    firsts = dup_rows.group_by(key).agg(pl.col(record).min().alias("_first"), pl.len().alias("_n"))
+    dup_rows = dup_rows.join(firsts, on=key, how="left")
+    duplicates = dup_rows.select(
         pl.lit(link_name).alias("link"),
         pl.lit(side).alias("side"),
         pl.col(key).cast(pl.String).alias("key"),
         pl.col(system).alias("source_system"),
         pl.col(record).alias("source_id"),
-        pl.len().over(key).cast(pl.UInt32).alias("copies"),
+        pl.col("_n").cast(pl.UInt32).alias("copies"),
     )
-    return frame.filter(keep), duplicates
+    kept = pl.concat(
+        [
+            rows.filter(~shared),
+            dup_rows.filter(pl.col(record) == pl.col("_first")).select(rows.columns),
+        ],
+        how="vertical",
+    )
+    return kept.lazy(), duplicates.lazy()
 
 
 def link(

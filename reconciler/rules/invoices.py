@@ -77,6 +77,27 @@ class InvoiceMissingInBilling(BreakRule):
         )
 
 
+def _with_crm_account(ctx: RuleContext, billing: pl.LazyFrame) -> pl.LazyFrame:
+    """Billing invoices with the CRM account behind their customer (billing -> ERP -> CRM)."""
+    billing_customers = ctx.data.accounts.filter(
+        pl.col("source_system") == ctx.systems.billing
+    ).select(pl.col("source_id").alias("b_customer"), pl.col("erp_customer_id").alias("_erp"))
+    erp = ctx.erp_customers.select(
+        pl.col("source_id").alias("_erp"), pl.col("crm_account_id").alias("_crm_b")
+    )
+    return billing.join(billing_customers, on="b_customer", how="left").join(
+        erp, on="_erp", how="left"
+    )
+
+
+def _psa_crm_account(ctx: RuleContext, psa: pl.LazyFrame) -> pl.LazyFrame:
+    """PSA invoices with the CRM account of their project's deal."""
+    deal_account = ctx.project_of_deal.select(
+        pl.col("p_id").alias("k_project"), pl.col("o_account").alias("_crm_k")
+    ).unique("k_project", keep="first")
+    return psa.join(deal_account, on="k_project", how="left")
+
+
 class InvoiceMissingInErp(BreakRule):
     """An invoice raised in the PSA (or present in billing) has no ERP invoice after the grace.
 
@@ -84,7 +105,9 @@ class InvoiceMissingInErp(BreakRule):
     names it (``psa_invoice_ref``) joins the break's records; failing that, a billing invoice
     with no ERP twin that is the *only* candidate of the same currency, amount and issue date
     (and the PSA invoice its only candidate) joins it too, marked ``"suggested": true`` in the
-    records: one problem, reported once, its billing side offered for review. Billing invoices
+    records: one problem, reported once, its billing side offered for review. Where both can be
+    traced to a CRM account (billing customer -> ERP customer -> CRM account; PSA invoice ->
+    project -> deal -> account), the accounts must agree. Billing invoices
     with no ERP twin left over are breaks of their own, keyed on the billing invoice.
     """
 
@@ -121,19 +144,24 @@ class InvoiceMissingInErp(BreakRule):
         )
         unmatched_psa = psa.filter(pl.col("b_id").is_null())
         pairs = (
-            orphans.select(
-                "b_id", "b_system", "b_issued",
+            _with_crm_account(ctx, orphans).select(
+                "b_id", "b_system", "b_issued", "_crm_b",
                 pl.col("b_currency").str.to_uppercase().alias("_cur"), pl.col("b_total").alias("_amt"),
             )
             .join(
-                unmatched_psa.select(
-                    "k_id", "k_issued",
+                _psa_crm_account(ctx, unmatched_psa).select(
+                    "k_id", "k_issued", "_crm_k",
                     pl.col("k_currency").str.to_uppercase().alias("_cur"),
                     pl.col("k_total").alias("_amt"),
                 ),
                 on=["_cur", "_amt"],
             )
-            .filter((pl.col("b_issued") - pl.col("k_issued")).dt.total_days().abs() <= self.match_window_days)
+            .filter(
+                ((pl.col("b_issued") - pl.col("k_issued")).dt.total_days().abs() <= self.match_window_days)
+                # the same customer, where both sides can be traced to the CRM account
+                & (pl.col("_crm_b").is_null() | pl.col("_crm_k").is_null()
+                   | (pl.col("_crm_b") == pl.col("_crm_k")))
+            )
         )  # fmt: skip
         unique = pairs.filter((pl.len().over("b_id") == 1) & (pl.len().over("k_id") == 1)).select(
             "k_id", pl.col("b_system").alias("_s_system"), pl.col("b_id").alias("_s_id")

@@ -11,14 +11,20 @@ _SAME_PAYMENT = ("customer_ref", "amount_minor", "currency", "reference")
 
 
 def duplicate_payments(ctx: RuleContext) -> pl.LazyFrame:
+    """Shared by both payment rules: computed once per run."""
+    return ctx.shared("duplicate_payments", lambda: _duplicate_payments(ctx))
+
+
+def _duplicate_payments(ctx: RuleContext) -> pl.LazyFrame:
     """ERP payments repeating an earlier one's payer, amount, currency and remittance reference.
 
     The earliest (by received time, then id) is the original; every later one is a duplicate,
     carrying ``original_id``. Payments without a reference are never duplicates of each other.
     """
-    ordered = ctx.erp_payments.filter(pl.col("reference").is_not_null()).sort(
-        "received_at", "source_id", nulls_last=True
-    )
+    repeated = ctx.erp_payments.filter(
+        pl.col("reference").is_not_null() & pl.struct(_SAME_PAYMENT).is_duplicated()
+    )  # only the few repeated payments are sorted and ranked
+    ordered = repeated.sort("received_at", "source_id", nulls_last=True)
     return ordered.with_columns(
         pl.int_range(pl.len()).over(_SAME_PAYMENT).alias("_n"),
         pl.col("source_id").first().over(_SAME_PAYMENT).alias("original_id"),

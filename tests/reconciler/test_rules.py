@@ -303,3 +303,32 @@ def test_ageing_buckets(age: int, bucket: str) -> None:
     e.deal("O1", won_days_ago=14 + age)
     got = reconcile(e.canonical(), AS_OF, rules={"x": RULES["won_deal_without_project"]}).breaks
     assert got.select("age_days", "ageing_bucket").row(0) == (age, bucket)
+
+
+def test_billing_orphan_joins_the_one_psa_break_it_matches_else_stands_alone() -> None:
+    e = base()
+    e.account("A2")
+    e.customer("C2", "A2")
+    e.add("accounts", "stripe", "cus_2", erp_customer_id="C2", name="Customer A2")
+    e.deal("O1", account="A1")
+    e.deal("O2", account="A2")
+    e.project("P1", "O1")
+    e.project("P2", "O2")
+    # two PSA invoices without ERP invoice, same amount and day, for different customers
+    e.psa_invoice("K1", "P1", total=500, issued=day(20))
+    e.psa_invoice("K2", "P2", total=500, issued=day(20))
+    e.invoice("stripe", "S-of-A2", total=500, issued=day(20), customer_ref="cus_2")
+    # and one billing invoice that could be either (its customer is not traceable): ambiguous
+    e.psa_invoice("K3", "P1", total=700, issued=day(20))
+    e.psa_invoice("K4", "P2", total=700, issued=day(21))
+    e.invoice("stripe", "S-unknown", total=700, issued=day(20), customer_ref="cus_x")
+    got = reconcile(e.canonical(), AS_OF, rules={"x": RULES["invoice_missing_in_erp"]}).breaks
+    records = {k: [(r["id"], r.get("suggested", False)) for r in orjson.loads(v)]
+               for k, v in got.select("key", "records").iter_rows()}  # fmt: skip
+    assert records == {
+        "invoices:kantata:K1": [("K1", False)],
+        "invoices:kantata:K2": [("K2", False), ("S-of-A2", True)],
+        "invoices:kantata:K3": [("K3", False)],
+        "invoices:kantata:K4": [("K4", False)],
+        "invoices:stripe:S-unknown": [("S-unknown", False)],
+    }
