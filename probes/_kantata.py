@@ -5,9 +5,10 @@ served is modified it moves to the end, every later record shifts one place up, 
 at the page boundary is never served. So each request starts a new window at the last
 ``updated_at`` served (``updated_after`` = that second minus one, since the filter is strict and
 the wire has whole seconds), on page 1; records of the window already served are dropped. Only
-when a whole page shares one second (no progress) does the probe step ``page`` inside that
-window, and then it passes over that window again until a pass brings nothing new (a record
-modified meanwhile leaves the window, so the passes end). The cursor of a page is the ``updated_at`` of its last record.
+when a whole page shares one second does the probe step ``page``, inside that second alone
+(``updated_after``/``updated_before`` around it). A record modified meanwhile leaves that bounded
+window, so the group's ``count`` changes and the probe steps through the second again; an
+unchanged count means no record left it. The cursor of a page is the ``updated_at`` of its last record.
 
 Envelope: ``results`` gives the order, objects sit under their plural key by string id,
 ``include=external_references`` brings a workspace's links (the Salesforce opportunity) in the
@@ -46,6 +47,8 @@ from probes._mapping import Col, Spec, to_canonical
 
 SYSTEM = "kantata"
 MAX_PER_PAGE = 200
+MAX_PASSES = 20
+"""Passes over one second that keeps changing while it is read before the read fails."""
 
 
 def _opportunity_ref(record: dict[str, Any]) -> Any:
@@ -244,12 +247,17 @@ class KantataProbe(HttpProbe):
             window = parse_iso(since) - self.settings.lookback
         last = since
         page_number = 1
-        pass_fresh = 0  # records new to this read since the current window's page 1
+        group: datetime | None = None  # the second being stepped through by page, if any
+        counts: set[int] = set()  # the group's size as each page of this pass reported it
+        passes = 0
         served: set[tuple[str, str]] = set()  # (id, updated_at) already yielded in this read
         while True:
             params = {**fixed, "order": "updated_at:asc", "per_page": str(per_page)}
             params["page"] = str(page_number)
-            if window is not None:
+            if group is not None:
+                params["updated_after"] = iso(group - timedelta(seconds=1))
+                params["updated_before"] = iso(group + timedelta(seconds=1))
+            elif window is not None:
                 params["updated_after"] = iso(window)
             answer = await self.call(
                 "GET", f"{self._base}/{obj}.json", stream=stream, params=params
@@ -261,7 +269,7 @@ class KantataProbe(HttpProbe):
             served.update((str(r.get("id")), str(r.get("updated_at"))) for r in fresh)
             frame, quarantine = to_canonical(spec, fresh)
             tail = next((t for r in reversed(records) if (t := _stamp_text(r)) is not None), None)
-            if tail is not None:
+            if tail is not None and (last is None or parse_iso(tail) >= parse_iso(last)):
                 last = tail
             if fresh:
                 yield Page(
@@ -272,24 +280,42 @@ class KantataProbe(HttpProbe):
                     cursor=encode_cursor(since=last) if last else None,
                     records_read=len(fresh),
                 )
-            pass_fresh += len(fresh)
             meta = (answer.body or {}).get("meta") or {}
             finished = len(records) < per_page or int(meta.get("page_count", 1)) <= page_number
-            next_window = parse_iso(tail) - timedelta(seconds=1) if tail else None
-            moves_on = next_window is not None and (window is None or next_window > window)
-            if (finished or moves_on) and page_number > 1 and pass_fresh:
-                # We stepped by page inside one window, where a record modified meanwhile
-                # shifts the rest and one is skipped: pass over the window again until a pass
-                # brings nothing new (each modified record leaves it, so this ends).
-                page_number, pass_fresh = 1, 0
+            if group is not None:
+                counts.add(int(meta.get("count", -1)))
+                if not finished:
+                    page_number += 1
+                    continue
+                if len(counts) > 1:
+                    # The second's size changed while we stepped through it: a record left
+                    # (modified, so it is now later in the stream) and the rest shifted up one
+                    # place, so one may have been skipped. Step through it again.
+                    passes += 1
+                    if passes > MAX_PASSES:
+                        raise ProbeError(
+                            f"kantata: {stream} kept changing inside {iso(group)}",
+                            system=SYSTEM,
+                            stream=stream,
+                        )
+                    page_number, counts = 1, set()
+                    continue
+                # The whole second is read: go on after it (updated_after is strict).
+                window, group, page_number, passes = group, None, 1, 0
                 continue
             if finished:
                 break
-            if moves_on:
-                window, page_number, pass_fresh = next_window, 1, 0
+            next_window = parse_iso(tail) - timedelta(seconds=1) if tail else None
+            if next_window is not None and (window is None or next_window > window):
+                window = next_window
+            elif tail is not None:
+                # A whole page inside one second: step through that second alone, by page.
+                group = parse_iso(tail).replace(microsecond=0)
+                page_number, counts, passes = 1, set(), 0
             else:
-                # A whole page inside one second: step through that window by page.
-                page_number += 1
+                raise ProbeError(
+                    f"kantata: {stream} page without readable updated_at", system=SYSTEM
+                )
         if last is None:
             return
         if not served:
