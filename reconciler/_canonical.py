@@ -26,6 +26,13 @@ PROBE_HEALTH_SCHEMA: dict[str, pl.DataType] = {
 }
 
 _BOOKKEEPING = ("first_seen_at", "last_seen_at")
+_UNUSED: dict[str, tuple[str, ...]] = {
+    "opportunities": ("name", "close_date", "billing_model"),
+    "projects": ("name", "billing_model"),
+    "invoices": ("subtotal_minor", "tax_minor"),
+    "payments": ("method", "status"),
+}
+"""Columns no rule, chain or KPI reads: not loaded (they arrive as nulls)."""
 
 
 def _schema(name: str) -> dict[str, pl.DataType]:
@@ -96,7 +103,8 @@ class Canonical:
 
 
 def _columns(entity: store.Entity) -> list[str]:
-    return [c.name for c in entity.table.columns if c.name not in _BOOKKEEPING]
+    skip = (*_BOOKKEEPING, *_UNUSED.get(entity.name, ()))
+    return [c.name for c in entity.table.columns if c.name not in skip]
 
 
 def _read_all(conn: Connection, entity: store.Entity) -> pl.DataFrame:
@@ -125,7 +133,8 @@ class FrameCache:
 
     def refresh(self, conn: Connection, entity: store.Entity) -> pl.DataFrame:
         self.directory.mkdir(parents=True, exist_ok=True)
-        identity = f"{conn.engine.url.render_as_string(hide_password=True)}@{store.head_revision()}"
+        url = conn.engine.url.render_as_string(hide_password=True)
+        identity = f"{url}@{store.head_revision()}:{sorted(_UNUSED.items())}"
         meta_path = self._meta_path()
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         if meta.get("identity") != identity:
