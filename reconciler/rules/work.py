@@ -30,12 +30,9 @@ class ApprovedTimeNotInvoiced(BreakRule):
             pl.col("status").str.to_lowercase() == "approved"
         )
         return (
-            entries.filter(
-                pl.col("billable")
-                & approved
-                & pl.col("invoice_ref").is_null()
-                & (billing_run <= ctx.as_of)
-            )
+            # cheap tests first: the date arithmetic then runs on the few unbilled entries only
+            entries.filter(pl.col("billable") & pl.col("invoice_ref").is_null() & approved)
+            .filter(billing_run <= ctx.as_of)
             .join(_entity_of_project(ctx), on="project_ref", how="left")
             .select(
                 finding(

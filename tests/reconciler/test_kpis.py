@@ -173,3 +173,24 @@ def test_kpis_on_an_empty_estate_are_null_not_errors() -> None:
     kpis = reconcile(Estate().canonical(), AS_OF, CONFIG).kpis
     assert kpis.filter(pl.col("kpi") == "dso_days")["value"].to_list() == [None]
     assert kpis.filter(pl.col("kpi") == "ar_total_minor")["value_minor"].to_list() == [0]
+
+
+def test_duplicate_keys_never_multiply_amounts() -> None:
+    e = Estate()
+    e.account("A1")
+    e.customer("C1", "A1")
+    e.deal("O1", amount=100_000)
+    e.project("P1", "O1")
+    e.psa_invoice("K1", "P1", total=40_000, issued=day(10))
+    e.erp_invoice("E1", psa="K1", total=40_000, issued=day(10), due_on=day(-20))
+    e.billing_invoice("S1", erp="E1", total=40_000)
+    e.billing_invoice("S2", erp="E1", total=40_000)  # a second billing twin of E1
+    result = reconcile(e.canonical(), AS_OF, CONFIG)
+    kpis = {(r["kpi"], r["dimension"]): r for r in result.kpis.to_dicts()}
+    assert kpis["ar_total_minor", "all"]["value_minor"] == 40_000
+    assert kpis["backlog_minor", "all"]["value_minor"] == 60_000
+    chain = result.chains.filter(pl.col("opportunity_id") == "O1").row(0, named=True)
+    assert (chain["invoices"], chain["billed_minor"]) == (1, 40_000)
+    assert result.breaks.filter(pl.col("break_type") == "duplicate_key")["key"].to_list() == [
+        "erp_billing_invoices.right:stripe:E1"
+    ]
