@@ -299,13 +299,11 @@ def accept_break(
             "acceptance expiry must be an aware time in the future", break_id=break_id
         )
     with db.begin(write=True) as conn:
-        store.lock_break_register(conn)
-        register = store.read_break_register(conn).filter(pl.col("break_id") == break_id)
-        if register.is_empty():
-            raise ReconcileError(f"no break {break_id}", break_id=break_id)
-        status = register.get_column("status")[0]
-        if status not in ACTIVE_STATUSES:
-            raise ReconcileError(f"break {break_id} is {status}, not open", break_id=break_id)
-        store.set_break_acceptance(
-            conn, break_id, status="accepted", note=note, until=until, actor=actor, at=at
-        )
+        old = store.set_break_acceptance(
+            conn, break_id, status="accepted", note=note, until=until, actor=actor, at=at,
+            allowed_from=ACTIVE_STATUSES,
+        )  # fmt: skip
+    if old is None:
+        raise ReconcileError(f"no break {break_id}", break_id=break_id)
+    if old not in ACTIVE_STATUSES:
+        raise ReconcileError(f"break {break_id} is {old}, not open", break_id=break_id)

@@ -236,16 +236,18 @@ def set_break_acceptance(
     until: datetime | None,
     actor: str,
     at: datetime,
+    allowed_from: tuple[str, ...] | None = None,
 ) -> str | None:
     """Change one break's status by an operator, with a transition; returns the old status.
 
-    Returns None (and changes nothing) when no break has that id.
+    Changes nothing when no break has that id (returns None) or when its status is not one of
+    ``allowed_from`` (returns that status).
     """
     old = conn.execute(
-        select(breaks.c.status).where(breaks.c.break_id == break_id)
+        select(breaks.c.status).where(breaks.c.break_id == break_id).with_for_update()
     ).scalar_one_or_none()
-    if old is None:
-        return None
+    if old is None or (allowed_from is not None and old not in allowed_from):
+        return None if old is None else str(old)
     conn.execute(
         update(breaks)
         .where(breaks.c.break_id == break_id)

@@ -159,6 +159,8 @@ def test_operator_acceptance_is_a_transition_with_its_note(db: store.Store) -> N
     with pytest.raises(ReconcileError, match="no break"):
         accept_break(db, "nope", note="x", until=AS_OF + 48 * H, actor="ops", at=AS_OF)
     accept_break(db, target, note="refund agreed", until=AS_OF + 48 * H, actor="ops", at=AS_OF)
+    with pytest.raises(ReconcileError, match="is accepted, not open"):
+        accept_break(db, target, note="again", until=AS_OF + 48 * H, actor="ops", at=AS_OF)
 
     later = run_reconcile(db, as_of=AS_OF + 72 * H)  # past the expiry, still detected
     history = _transitions(db).filter(pl.col("break_id") == target)
