@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from probes import PROBES, Probe
+from probes import PROBES, Page, Probe
 from sandbox.estate import Estate
 from tests.probes.conftest import ProbeFactory, read_all, rows
 
@@ -42,6 +42,16 @@ def test_every_stream_of_every_probe_has_a_source() -> None:
     assert sorted(STREAMS) == sorted(SOURCES)
 
 
+_FULL: dict[tuple[str, str], list[Page]] = {}
+
+
+async def full_read(make_probe: ProbeFactory, system: str, stream: str) -> list[Page]:
+    """A full read of the session sandbox, read once per stream for this module's tests."""
+    if (system, stream) not in _FULL:
+        _FULL[(system, stream)] = await read_all(make_probe(system), stream)
+    return _FULL[(system, stream)]
+
+
 def vendor_ids(estate: Estate, system: str, stream: str) -> list[str]:
     vendor, obj, where = SOURCES[(system, stream)]
     frame = estate.frame(vendor, obj)
@@ -55,9 +65,8 @@ def vendor_ids(estate: Estate, system: str, stream: str) -> list[str]:
 async def test_a_full_read_returns_exactly_the_vendors_records(
     system: str, stream: str, make_probe: ProbeFactory, estate: Estate
 ) -> None:
-    probe = make_probe(system)
-    pages = await read_all(probe, stream)
-    entity = probe.entities[stream]
+    pages = await full_read(make_probe, system, stream)
+    entity = PROBES[system].entities[stream]
     read = rows(pages, entity)
 
     assert sorted(read["source_id"].to_list()) == vendor_ids(estate, system, stream)
@@ -77,9 +86,8 @@ def _schema(entity: str) -> dict[str, pl.DataType]:
 async def test_a_read_from_the_last_cursor_returns_only_the_overlap(
     system: str, stream: str, make_probe: ProbeFactory
 ) -> None:
+    full = await full_read(make_probe, system, stream)
     probe = make_probe(system)
-    full = await read_all(probe, stream)
-    before = probe.stats.requests
 
     again = await read_all(probe, stream, full[-1].cursor)
 
@@ -87,7 +95,7 @@ async def test_a_read_from_the_last_cursor_returns_only_the_overlap(
     assert overlap < max(5, sum(p.records for p in full) // 10)
     assert again[-1].cursor is not None
     # An unchanged source costs a request or two, not a re-read.
-    assert probe.stats.requests - before <= 3
+    assert probe.stats.requests <= 4  # with a token and NetSuite's look-ups
 
 
 @pytest.mark.parametrize(("system", "stream"), STREAMS)
@@ -106,7 +114,7 @@ async def test_a_refetched_record_maps_like_the_read_one(
 ) -> None:
     probe = make_probe(system)
     source_id = vendor_ids(estate, system, stream)[0]
-    full = rows(await read_all(probe, stream), probe.entities[stream])
+    full = rows(await full_read(make_probe, system, stream), probe.entities[stream])
 
     page = await probe.refetch(stream, source_id)
 
