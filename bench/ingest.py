@@ -1,0 +1,187 @@
+"""Benchmark: a full sync of a scale-10 sandbox into an empty store, end to end, per backend.
+
+Run: .venv/bin/python bench/ingest.py [--scale 10] [--backend sqlite|postgresql] [--processes N]
+Target on a 2-core machine: >= 20,000 records/s end to end (HTTP over loopback, vendor JSON
+mapped to canonical frames, written with cursors), on SQLite and on PostgreSQL.
+
+The sandbox runs in a child process (`python -m sandbox.server`) so that the simulators' CPU is
+not counted against the collector's interpreter. The collector is the production wiring (the
+settings an operator would write, `o2c.collect.build_collector`, every stream of the four
+systems). On PostgreSQL, ``--processes N`` runs N collector processes on the one store, as a
+deployment that outgrows one process would (streams are shared out by their advisory locks).
+PostgreSQL is 127.0.0.1:5432 (user postgres) unless O2C_BENCH_POSTGRES_URL says otherwise; the
+benchmark creates and drops its own database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+import store
+
+# Python puts this script's folder first on sys.path, where bench/sandbox.py would shadow the
+# sandbox package; the project's packages are imported from the project root instead.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+ChildSandbox = Any
+
+
+def vendor_settings(sb: ChildSandbox, key_file: Path) -> dict[str, dict[str, Any]]:
+    creds = sb.info["credentials"]
+    return {
+        "salesforce": {
+            "instance_url": sb.urls["salesforce"],
+            "client_id": creds["salesforce"]["client_id"],
+            "client_secret": creds["salesforce"]["client_secret"],
+            "verify": sb.ca_file,
+        },
+        "kantata": {
+            "base_url": f"{sb.urls['kantata']}/api/v1",
+            "token": creds["kantata"]["access_token"],
+        },
+        "netsuite": {
+            "base_url": f"{sb.urls['netsuite']}/services/rest",
+            "account": creds["netsuite"]["account"],
+            "client_id": creds["netsuite"]["client_id"],
+            "certificate_id": "bench-cert",
+            "private_key_file": str(key_file),
+        },
+        "stripe": {"api_base": sb.urls["stripe"], "api_key": creds["stripe"]["secret_key"]},
+    }
+
+
+COLLECTOR = {"cycle_timeout_seconds": 7200, "request_timeout_seconds": 120}
+
+
+def one_process(settings: Any, db: store.Store) -> list[Any]:
+    from o2c import collect as wiring
+
+    collector = wiring.build_collector(settings, db)
+
+    async def once() -> list[Any]:
+        try:
+            return await collector.run_once()
+        finally:
+            await collector.aclose()
+
+    try:
+        return asyncio.run(once())
+    finally:
+        if collector.ownership is not None:
+            collector.ownership.close()
+
+
+def env_for(sb: ChildSandbox, key_file: Path, url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("O2C_")}
+    env["O2C_DATABASE_URL"] = url
+    for vendor, values in vendor_settings(sb, key_file).items():
+        for key, value in values.items():
+            env[f"O2C_{vendor.upper()}__{key.upper()}"] = str(value)
+    for key, value in COLLECTOR.items():
+        env[f"O2C_COLLECTOR__{key.upper()}"] = str(value)
+    return env
+
+
+def bench_backend(name: str, url: str, sb: ChildSandbox, key_file: Path, processes: int) -> float:
+    engine = store.create_store_engine(url)
+    store.upgrade(engine)
+    engine.dispose()
+    db = store.Store(url)
+    started = time.perf_counter()
+    if processes == 1:
+        from o2c.settings import Settings
+
+        settings = Settings(database_url=url, collector=COLLECTOR, **vendor_settings(sb, key_file))
+        results = one_process(settings, db)
+        failed = [r for r in results if r.status != "succeeded"]
+        assert not failed, failed
+    else:
+        env = env_for(sb, key_file, url)
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-m", "o2c.cli", "collect", "--once"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            for _ in range(processes)
+        ]
+        assert all(p.wait() == 0 for p in procs)
+    wall = time.perf_counter() - started
+    counts = {entity: db.count(entity) for entity in store.ENTITIES}
+    records = sum(counts.values())
+    per_system: dict[str, int] = defaultdict(int)
+    for run in db.list_probe_runs(limit=1000):
+        per_system[run.source_system] += run.records_read
+    db.dispose()
+    rate = records / wall
+    print(
+        f"{name:<11} {processes} process(es)  {records:>10,} records  {wall:7.1f} s  "
+        f"{rate:>9,.0f} records/s  (read per system: {dict(per_system)})",
+        flush=True,
+    )
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--scale", type=float, default=10.0)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
+    parser.add_argument("--processes", type=int, default=1, help="collector processes (PostgreSQL)")
+    args = parser.parse_args()
+    backends = args.backend or ["sqlite", "postgresql"]
+    from sandbox.server import spawn
+
+    with tempfile.TemporaryDirectory() as tmp:
+        key_file = Path(tmp) / "netsuite.pem"
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        t0 = time.perf_counter()
+        with spawn(scale=args.scale, seed=args.seed, timeout=1800) as sb:
+            print(f"sandbox scale {args.scale} up in {time.perf_counter() - t0:.0f} s", flush=True)
+            if "sqlite" in backends:
+                bench_backend("sqlite", f"sqlite:///{Path(tmp) / 'bench.sqlite3'}", sb, key_file, 1)
+            if "postgresql" in backends:
+                admin_url = os.environ.get(
+                    "O2C_BENCH_POSTGRES_URL",
+                    "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+                )
+                admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+                name = f"o2c_bench_{uuid.uuid4().hex[:8]}"
+                with admin.connect() as conn:
+                    conn.execute(text(f'CREATE DATABASE "{name}"'))
+                try:
+                    url = (
+                        make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+                    )
+                    bench_backend("postgresql", url, sb, key_file, args.processes)
+                finally:
+                    with admin.connect() as conn:
+                        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                    admin.dispose()
+
+
+if __name__ == "__main__":
+    main()
