@@ -13,6 +13,16 @@ from reconciler.rules.base import BreakRule, finding, record
 _NOT_BILLABLE_STATES = ("void", "draft")
 
 
+def end_of_day(column: str) -> pl.Expr:
+    """The end of an issue date: the latest an invoice dated that day can have been raised.
+
+    The canonical invoice carries its issue *date* only, so a hand-off grace is counted from
+    the end of that day: never an alarm before the grace has surely passed (a same-day invoice
+    raised at 23:00 still gets its full grace).
+    """
+    return day_start(column) + timedelta(days=1)
+
+
 class InvoiceAmountMismatch(BreakRule):
     """The ERP invoice's total differs from the PSA invoice it was raised from."""
 
@@ -56,7 +66,7 @@ class InvoiceMissingInBilling(BreakRule):
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         grace = ctx.config.grace_of(self.break_type)
-        issued = day_start("e_issued")
+        issued = end_of_day("e_issued")
         return (
             ctx.erp_billing.side(LEFT_ONLY)
             .filter(~pl.col("e_state").is_in(_NOT_BILLABLE_STATES) & (issued + grace <= ctx.as_of))
@@ -118,8 +128,8 @@ class InvoiceMissingInErp(BreakRule):
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         grace = ctx.config.grace_of(self.break_type)
-        k_issued = day_start("k_issued")
-        b_issued = day_start("b_issued")
+        k_issued = end_of_day("k_issued")
+        b_issued = end_of_day("b_issued")
         billing_by_psa = (
             ctx.billing_invoices.filter(pl.col("b_psa").is_not_null())
             .group_by("b_psa")

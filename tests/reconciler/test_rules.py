@@ -127,9 +127,13 @@ def test_invoice_missing_in_billing_either_side_may_hold_the_twin_reference() ->
     e.erp_invoice("E-claims", twin_ref="S2")
     e.billing_invoice("S2", erp=None)
     e.erp_invoice("E-missing", total=5)
-    e.erp_invoice("E-fresh", issued=day(2))  # inside the 3-day grace
+    e.erp_invoice("E-fresh", issued=day(3))  # raised by the end of June 27: grace ends July 1
+    e.erp_invoice("E-due", issued=day(4), total=6)  # by the end of June 26: grace ended June 30
     e.erp_invoice("E-void", status="void")
-    assert found(e, "invoice_missing_in_billing") == {"invoices:netsuite:E-missing": 5}
+    assert found(e, "invoice_missing_in_billing") == {
+        "invoices:netsuite:E-missing": 5,
+        "invoices:netsuite:E-due": 6,
+    }
 
 
 def test_invoice_missing_in_erp_from_psa_and_from_billing() -> None:
