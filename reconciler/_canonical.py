@@ -141,26 +141,30 @@ class FrameCache:
             meta = {"identity": identity, "marks": {}}
         path = self.directory / f"{entity.name}.arrow"
         mark = meta["marks"].get(entity.name)
-        newest = store.last_written(conn, entity)
-        columns = _columns(entity)
+        # last_seen_at comes along to move the mark, then goes: one scan of the table, not two.
+        columns = [*_columns(entity), "last_seen_at"]
         if mark is None or not path.exists():
-            frame = store.read_canonical(conn, entity, columns)
+            read = store.read_canonical(conn, entity, columns)
             self.full_reads += 1
-            self.rows_read += frame.height
+            frame = read.drop("last_seen_at")
         else:
             since = datetime.fromisoformat(mark) - self.lookback
-            delta = store.read_canonical(conn, entity, columns, written_after=since)
-            self.rows_read += delta.height
+            read = store.read_canonical(conn, entity, columns, written_after=since)
             frame = pl.read_ipc(path)
-            if delta.height:
+            if read.height:
+                delta = read.drop("last_seen_at")
                 frame = pl.concat(
                     [frame.join(delta, on=["source_system", "source_id"], how="anti"), delta],
                     how="vertical",
                 )
-        # Write beside and rename: the old file may still be mapped by the frame just read.
-        fresh = path.with_suffix(".arrow.new")
-        frame.write_ipc(fresh)
-        fresh.replace(path)
-        meta["marks"][entity.name] = newest.isoformat() if newest else mark
+        self.rows_read += read.height
+        newest = read.get_column("last_seen_at").max()
+        if read.height or not path.exists():
+            # Write beside and rename: the old file may still be mapped by the frame just read.
+            fresh = path.with_suffix(".arrow.new")
+            frame.write_ipc(fresh)
+            fresh.replace(path)
+        if isinstance(newest, datetime):
+            meta["marks"][entity.name] = newest.isoformat()
         meta_path.write_text(json.dumps(meta))
         return frame
