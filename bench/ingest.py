@@ -1,6 +1,7 @@
 """Benchmark: a full sync of a scale-10 sandbox into an empty store, end to end, per backend.
 
 Run: .venv/bin/python bench/ingest.py [--scale 10] [--backend sqlite|postgresql] [--processes N]
+     [--verify]   (then the store must equal the vendors' data: counts and sums per object)
 Target on a 2-core machine: >= 20,000 records/s end to end (HTTP over loopback, vendor JSON
 mapped to canonical frames, written with cursors), on SQLite and on PostgreSQL.
 
@@ -98,7 +99,31 @@ def env_for(sb: ChildSandbox, key_file: Path, url: str) -> dict[str, str]:
     return env
 
 
-def bench_backend(name: str, url: str, sb: ChildSandbox, key_file: Path, processes: int) -> float:
+def verify(db: store.Store, scale: float, seed: int) -> None:
+    """The store equals the vendors' data: counts and amount sums per object and system.
+
+    The same seed and scale generate the same firm (the sandbox's determinism promise), so the
+    expected figures come from a second, in-process copy of the estate.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from sandbox.estate import Estate
+    from tests.collector.conftest import source_totals, store_totals
+
+    expected = source_totals(Estate.generate(seed=seed, scale=scale))
+    actual = store_totals(db)
+    wrong = {k: (expected[k], actual[k]) for k in expected if expected[k] != actual[k]}
+    print(f"verify: {len(expected) - len(wrong)}/{len(expected)} (system, object) pairs equal")
+    assert not wrong, wrong
+
+
+def bench_backend(
+    name: str,
+    url: str,
+    sb: ChildSandbox,
+    key_file: Path,
+    processes: int,
+    check: tuple[float, int] | None = None,
+) -> float:
     engine = store.create_store_engine(url)
     store.upgrade(engine)
     engine.dispose()
@@ -128,13 +153,15 @@ def bench_backend(name: str, url: str, sb: ChildSandbox, key_file: Path, process
     per_system: dict[str, int] = defaultdict(int)
     for run in db.list_probe_runs(limit=1000):
         per_system[run.source_system] += run.records_read
-    db.dispose()
     rate = records / wall
     print(
         f"{name:<11} {processes} process(es)  {records:>10,} records  {wall:7.1f} s  "
         f"{rate:>9,.0f} records/s  (read per system: {dict(per_system)})",
         flush=True,
     )
+    if check is not None:
+        verify(db, *check)
+    db.dispose()
     return rate
 
 
@@ -144,9 +171,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--backend", choices=["sqlite", "postgresql"], action="append")
     parser.add_argument("--processes", type=int, default=1, help="collector processes (PostgreSQL)")
+    parser.add_argument(
+        "--verify", action="store_true", help="then check counts and sums against the export"
+    )
     args = parser.parse_args()
     backends = args.backend or ["sqlite", "postgresql"]
     from sandbox.server import spawn
+
+    check = (args.scale, args.seed) if args.verify else None
 
     with tempfile.TemporaryDirectory() as tmp:
         key_file = Path(tmp) / "netsuite.pem"
@@ -162,7 +194,9 @@ def main() -> None:
         with spawn(scale=args.scale, seed=args.seed, timeout=1800) as sb:
             print(f"sandbox scale {args.scale} up in {time.perf_counter() - t0:.0f} s", flush=True)
             if "sqlite" in backends:
-                bench_backend("sqlite", f"sqlite:///{Path(tmp) / 'bench.sqlite3'}", sb, key_file, 1)
+                bench_backend(
+                    "sqlite", f"sqlite:///{Path(tmp) / 'bench.sqlite3'}", sb, key_file, 1, check
+                )
             if "postgresql" in backends:
                 admin_url = os.environ.get(
                     "O2C_BENCH_POSTGRES_URL",
@@ -176,7 +210,7 @@ def main() -> None:
                     url = (
                         make_url(admin_url).set(database=name).render_as_string(hide_password=False)
                     )
-                    bench_backend("postgresql", url, sb, key_file, args.processes)
+                    bench_backend("postgresql", url, sb, key_file, args.processes, check)
                 finally:
                     with admin.connect() as conn:
                         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
