@@ -11,9 +11,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from prometheus_client import CollectorRegistry
 
 import store
-from collector import SUCCEEDED
+from collector import SUCCEEDED, CollectorMetrics
 from sandbox.estate import Estate
 from sandbox.server import Sandbox, serve
 from tests.collector.conftest import (
@@ -45,7 +46,8 @@ def test_a_full_sync_equals_the_sandbox_export(
     db: store.Store, pristine: Sandbox, key_file: Path, tmp_path: Path
 ) -> None:
     exported = Estate.load(pristine.estate.export(tmp_path / "export").parent)
-    collector = build(sandbox_settings(pristine, key_file, db.url), db)
+    registry = CollectorRegistry()
+    collector = build(sandbox_settings(pristine, key_file, db.url), db, CollectorMetrics(registry))
     try:
         results = sync(collector)
     finally:
@@ -60,6 +62,12 @@ def test_a_full_sync_equals_the_sandbox_export(
     runs = db.list_probe_runs()
     assert {r.status for r in runs} == {SUCCEEDED}
     assert sum(r.records_written for r in runs) == sum(n for n, _ in store_totals(db).values())
+    # The metrics saw the same: records per stream, and the Salesforce API budget in use.
+    value = registry.get_sample_value
+    labels = {"system": "kantata", "stream": "time_entries"}
+    assert value("o2c_probe_records_ingested_total", labels) == 13251
+    assert 0 < value("o2c_probe_quota_used_ratio", {"system": "salesforce"}) < 1  # type: ignore[operator]
+    assert value("o2c_probe_last_success_timestamp_seconds", labels) is not None
 
 
 def test_the_completeness_check_agrees_with_a_complete_store(
