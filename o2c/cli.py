@@ -232,6 +232,11 @@ def reconcile_command(
         if count or detected[name]:
             table.add_row(name, f"{count:,}", f"{detected[name]:,}")
     console.print(table)
+    suggested = report.result.suggestions
+    console.print(
+        f"suggested links for review: {suggested.height:,} "
+        f"({int(suggested.get_column('ambiguous').sum()):,} ambiguous)"
+    )
     kpis = Table("KPI", "value")
     for row in report.kpis.filter(pl.col("dimension") == "all").iter_rows(named=True):
         if row["value_minor"] is not None:
