@@ -57,6 +57,8 @@ def _settings(sb: Sandbox, key_file: Path, url: str) -> Settings:
                   "client_id": creds["netsuite"]["client_id"],
                   "certificate_id": "sandbox-cert", "private_key_file": str(key_file)},
         stripe={"api_base": sb.urls["stripe"], "api_key": creds["stripe"]["secret_key"]},
+        # one cycle must read a whole large estate (scale 10: millions of time entries)
+        collector={"cycle_timeout_seconds": 3 * 3600},
     )  # type: ignore[arg-type]  # fmt: skip
 
 
