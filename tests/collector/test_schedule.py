@@ -83,7 +83,17 @@ def test_the_long_running_collector_syncs_serves_metrics_and_stops_on_sigterm(
             text=True,
         )
         try:
-            body = _scrape_until(port, 'o2c_completeness_findings{system="stripe"} 0.0', proc)
+            body = _scrape_until(
+                port,
+                [
+                    'o2c_completeness_findings{system="stripe"} 0.0',
+                    'o2c_completeness_findings{system="kantata"} 0.0',
+                    'o2c_probe_last_success_timestamp_seconds{stream="time_entries",system="kantata"}',
+                    'o2c_probe_cycles_total{status="succeeded",stream="invoices",system="stripe"}',
+                ],
+                proc,
+            )
+            _wait_for_runs(url, ("kantata", "projects"), 2, proc)
         finally:
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=60)
@@ -102,6 +112,21 @@ def test_the_long_running_collector_syncs_serves_metrics_and_stops_on_sigterm(
     assert [r for r in runs if r.status == "running"] == []
 
 
+def _wait_for_runs(url: str, stream: tuple[str, str], n: int, proc: subprocess.Popen[str]) -> None:
+    """Until the schedule has run ``stream`` ``n`` times (its interval is one second)."""
+    db = store.Store(url)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            runs = db.list_probe_runs(source_system=stream[0], limit=1000)
+            if len([r for r in runs if r.stream == stream[1] and r.status == "succeeded"]) >= n:
+                return
+            time.sleep(0.2)
+    finally:
+        db.dispose()
+    raise AssertionError(f"{stream} did not run {n} times on its schedule")
+
+
 def _free_port() -> int:
     import socket
 
@@ -110,7 +135,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _scrape_until(port: int, needle: str, proc: subprocess.Popen[str]) -> str:
+def _scrape_until(port: int, needles: list[str], proc: subprocess.Popen[str]) -> str:
     deadline = time.monotonic() + 90
     body = ""
     while time.monotonic() < deadline:
@@ -119,7 +144,8 @@ def _scrape_until(port: int, needle: str, proc: subprocess.Popen[str]) -> str:
             body = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
         except httpx.HTTPError:
             body = ""
-        if needle in body:
+        if all(needle in body for needle in needles):
             return body
         time.sleep(0.5)
-    raise AssertionError(f"{needle!r} never appeared in /metrics:\n{body[-2000:]}")
+    missing = [needle for needle in needles if needle not in body]
+    raise AssertionError(f"{missing} never appeared in /metrics:\n{body[-2000:]}")
