@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -98,20 +98,6 @@ def advance_cursor(
                 source_system=source_system, stream=stream, cursor=cursor, updated_at=at
             )
         )
-
-
-def read_cursors(conn: Connection) -> pl.DataFrame:
-    rows = conn.execute(select(source_cursors).order_by(*source_cursors.primary_key)).all()
-    return pl.DataFrame(
-        [tuple(r) for r in rows],
-        schema={
-            "source_system": pl.String(),
-            "stream": pl.String(),
-            "cursor": pl.String(),
-            "updated_at": pl.Datetime("us", "UTC"),
-        },
-        orient="row",
-    )
 
 
 # --------------------------------------------------------------------------- quarantine
@@ -259,7 +245,3 @@ def read_query(conn: Connection, query: Any, schema: dict[str, pl.DataType]) -> 
         return _bulk.copy_out(conn, sql, schema)
     rows = conn.exec_driver_sql(sql).all()
     return _bulk.sqlite_decode([tuple(r) for r in rows], schema)
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
