@@ -10,7 +10,7 @@ counted in ``fx_missing_amounts_count``.
 from __future__ import annotations
 
 import calendar
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 
 import polars as pl
 
@@ -32,6 +32,31 @@ AR_BUCKETS: tuple[str, ...] = ("current", "1-30", "31-60", "61-90", ">90")
 
 LEAKAGE_TYPES = ("approved_time_not_invoiced", "completed_milestone_not_invoiced")
 
+DURATION_BUCKETS_SECONDS: tuple[int, ...] = tuple(
+    int(h * 3600)
+    for h in (
+        1,
+        4,
+        12,
+        24,
+        48,
+        72,
+        120,
+        168,
+        240,
+        336,
+        504,
+        720,
+        1080,
+        1440,
+        2160,
+        2880,
+        4320,
+        8760,
+    )
+)
+"""Upper bounds of the cycle-time histograms (1 h to 365 d): cycles of hours to months."""
+
 
 class _Rows:
     def __init__(self, reporting_currency: str) -> None:
@@ -47,6 +72,12 @@ class _Rows:
     def count(self, kpi: str, value: int, dimension: str = "all") -> None:
         self.rows.append(
             {"kpi": kpi, "dimension": dimension, "value": float(value), "unit": "count"}
+        )
+
+    def timestamp(self, kpi: str, value: datetime | None, dimension: str = "all") -> None:
+        seconds = None if value is None else value.timestamp()
+        self.rows.append(
+            {"kpi": kpi, "dimension": dimension, "value": seconds, "unit": "timestamp"}
         )
 
     def money(self, kpi: str, value: int | None, dimension: str = "all") -> None:
@@ -72,6 +103,32 @@ def _quantiles(rows: _Rows, name: str, frame: pl.DataFrame, by: str | None = Non
         for q in (50, 90):
             value = days.quantile(q / 100, "linear") if days.len() else None
             rows.days(f"{name}_p{q}_days", value, dimension)
+
+
+def _histogram(rows: _Rows, name: str, frame: pl.DataFrame, by: str | None = None) -> None:
+    """Cumulative bucket counts and the sum (seconds) of ``days``, per value of ``by``.
+
+    Rows ``{name}_seconds_bucket`` (count, dimension ``[by=value,]le=bound``, ``le=+Inf`` = all)
+    and ``{name}_seconds_sum`` (seconds, dimension ``all`` or ``by=value``): a Prometheus classic
+    histogram, exported as is. A null ``by`` value is ``none``.
+    """
+    groups: list[tuple[str, pl.Series]] = []
+    if by is None:
+        groups.append(("", frame.get_column("days")))
+    else:
+        for (key,), part in sorted(frame.group_by(by), key=lambda g: str(g[0][0])):
+            groups.append((f"{by}={'none' if key is None else key},", part.get_column("days")))
+    for prefix, days in groups:
+        seconds = (days.drop_nulls() * 86_400).to_numpy()
+        for bound in DURATION_BUCKETS_SECONDS:
+            rows.count(
+                f"{name}_seconds_bucket", int((seconds <= bound).sum()), f"{prefix}le={bound}"
+            )
+        rows.count(f"{name}_seconds_bucket", len(seconds), f"{prefix}le=+Inf")
+        rows.rows.append(
+            {"kpi": f"{name}_seconds_sum", "dimension": prefix.rstrip(",") or "all",
+             "value": float(seconds.sum()), "unit": "seconds"}
+        )  # fmt: skip
 
 
 def _span_days(start: pl.Expr, end: pl.Expr) -> pl.Expr:
@@ -124,6 +181,7 @@ def compute_kpis(ctx: RuleContext, breaks: pl.DataFrame, chains: pl.DataFrame) -
         pl.col("won_at").is_not_null() & pl.col("project_activated_at").is_not_null()
     ).with_columns(_span_days(pl.col("won_at"), pl.col("project_activated_at")))
     _quantiles(rows, "project_setup_cycle_time", setup, by="legal_entity")
+    _histogram(rows, "project_setup_cycle_time", setup, by="legal_entity")
 
     # --- billing lag: approved time -> invoiced; milestone completed -> invoiced
     psa_issued = ctx.psa_invoices.select(
@@ -163,6 +221,10 @@ def compute_kpis(ctx: RuleContext, breaks: pl.DataFrame, chains: pl.DataFrame) -
     time_lag_df, ms_lag_df, inv = pl.collect_all([time_lag, ms_lag, invoices])
     _quantiles(rows, "billing_lag_time", time_lag_df)
     _quantiles(rows, "billing_lag_milestone", ms_lag_df)
+    _histogram(rows, "billing_lag", pl.concat([
+        time_lag_df.with_columns(pl.lit("time").alias("kind")),
+        ms_lag_df.with_columns(pl.lit("milestone").alias("kind")),
+    ]), by="kind")  # fmt: skip
 
     missing_fx += inv.filter(pl.col("total_rep").is_null() & pl.col("e_total").is_not_null()).height
     paid = inv.filter(
@@ -171,6 +233,7 @@ def compute_kpis(ctx: RuleContext, breaks: pl.DataFrame, chains: pl.DataFrame) -
         & pl.col("last_payment_at").is_not_null()
     ).with_columns(_span_days(day_start("e_issued"), pl.col("last_payment_at")))
     _quantiles(rows, "time_to_cash", paid)
+    _histogram(rows, "time_to_cash", paid)
 
     open_ar = inv.filter((pl.col("e_state") == "open") & (pl.col("remaining") != 0))
     ar = _sum(open_ar, "remaining_rep")
@@ -261,6 +324,14 @@ def compute_kpis(ctx: RuleContext, breaks: pl.DataFrame, chains: pl.DataFrame) -
     stuck = dict(chains.filter(pl.col("stuck")).group_by("stage").len().iter_rows())
     for stage in config.stuck_after:
         rows.count("stuck_transactions_count", int(stuck.get(stage, 0)), f"stage={stage}")
+    oldest = dict(
+        chains.filter(pl.col("stuck"))
+        .group_by("stage")
+        .agg(pl.col("stage_since").min())
+        .iter_rows()
+    )
+    for stage in config.stuck_after:
+        rows.timestamp("stuck_transactions_oldest_since", oldest.get(stage), f"stage={stage}")
 
     rows.count("fx_missing_amounts_count", missing_fx)
     return rows.frame()
@@ -278,4 +349,43 @@ def break_kpis(
         n, amount = counts.get(t, (0, 0))
         rows.count("open_breaks_count", int(n), f"type={t}")
         rows.money("open_breaks_amount_minor", int(amount or 0), f"type={t}")
+    _break_aggregates(rows, open_breaks, break_types)
     return rows.frame()
+
+
+def _break_aggregates(rows: _Rows, breaks: pl.DataFrame, break_types: tuple[str, ...]) -> None:
+    """The exporter's break aggregates (bounded dimensions only, never an id).
+
+    ``open_breaks_detail_count`` by type, severity and legal entity (``none`` when it has none);
+    ``open_breaks_by_system_count`` by system, type and severity (a break involving two systems
+    counts under each); ``open_breaks_oldest_since`` (when the oldest open break of a type
+    began, a timestamp); ``open_breaks_sla_breached_count`` by type and severity, when the
+    frame knows each break's ``sla_breached``.
+    """
+    entity = pl.col("legal_entity").fill_null("none")
+    for t, severity, le, n in (
+        breaks.group_by("break_type", "severity", entity.alias("le"))
+        .len()
+        .sort(pl.all())
+        .iter_rows()
+    ):
+        rows.count("open_breaks_detail_count", int(n),
+                   f"break_type={t},severity={severity},legal_entity={le}")  # fmt: skip
+    systems = (
+        breaks.select("break_type", "severity", pl.col("systems").str.split(",").alias("system"))
+        .explode("system")
+        .filter(pl.col("system").is_not_null() & (pl.col("system") != ""))
+    )
+    for system, t, severity, n in (
+        systems.group_by("system", "break_type", "severity").len().sort(pl.all()).iter_rows()
+    ):
+        rows.count("open_breaks_by_system_count", int(n),
+                   f"system={system},break_type={t},severity={severity}")  # fmt: skip
+    oldest = dict(breaks.group_by("break_type").agg(pl.col("since").min()).iter_rows())
+    for t in break_types:
+        rows.timestamp("open_breaks_oldest_since", oldest.get(t), f"type={t}")
+    if "sla_breached" in breaks.columns:
+        breached = breaks.filter(pl.col("sla_breached").fill_null(False))
+        by_type = {t: int(n) for t, n in breached.group_by("break_type").len().iter_rows()}
+        for t in break_types:
+            rows.count("open_breaks_sla_breached_count", by_type.get(t, 0), f"type={t}")

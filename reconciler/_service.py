@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import polars as pl
 
@@ -29,7 +30,7 @@ from reconciler._canonical import Canonical, FrameCache
 from reconciler._config import BREAK_TYPES, ReconcileConfig
 from reconciler._engine import ReconcileResult, reconcile
 from reconciler._errors import ReconcileError
-from reconciler._kpis import break_kpis
+from reconciler._kpis import KPI_SCHEMA, break_kpis
 
 ACTIVE_STATUSES = ("new", "open", "reopened")
 STATUSES = (*ACTIVE_STATUSES, "accepted", "resolved")
@@ -190,25 +191,57 @@ def _resolution_kpis(transitions: pl.DataFrame, state: pl.DataFrame, currency: s
     )  # fmt: skip
 
 
+def _trace_kpi(trace_id: str | None) -> pl.DataFrame:
+    """The run's trace id as a snapshot row (the exporter's exemplar), or no row."""
+    rows = [{"kpi": "reconcile_trace", "dimension": f"trace_id={trace_id}", "unit": "id"}]
+    return pl.DataFrame(rows if trace_id else [], schema=KPI_SCHEMA)
+
+
 def run_reconcile(
     db: store.Store,
     *,
     as_of: datetime | None = None,
     config: ReconcileConfig | None = None,
     cache: FrameCache | None = None,
+    data: Canonical | None = None,
+    tracer_provider: Any | None = None,
 ) -> RunReport:
     """Reconcile the store's data at ``as_of`` (now by default) and persist what it changes.
 
     With a ``cache`` (a directory of this reconciler's), only what changed in the store since
-    the previous run is read from it.
+    the previous run is read from it. ``data`` reconciles canonical frames already in hand
+    instead of the store's (replays of an export, tests and benchmarks of large estates); the
+    findings are persisted the same way. With a ``tracer_provider`` the run is one span
+    (``reconcile``) whose trace id is kept with the KPI snapshot (``reconcile_trace``).
     """
+    if tracer_provider is None:
+        return _run_reconcile(db, as_of, config, cache, data, None)
+    tracer = tracer_provider.get_tracer("o2c.reconciler")
+    with tracer.start_as_current_span("reconcile") as span:
+        context = span.get_span_context()
+        trace_id = f"{context.trace_id:032x}" if context.trace_id else None
+        report = _run_reconcile(db, as_of, config, cache, data, trace_id)
+        span.set_attribute("o2c.reconcile.run_id", report.run_id)
+        span.set_attribute("o2c.reconcile.breaks_detected", report.counts["breaks_detected"])
+        return report
+
+
+def _run_reconcile(
+    db: store.Store,
+    as_of: datetime | None,
+    config: ReconcileConfig | None,
+    cache: FrameCache | None,
+    data: Canonical | None,
+    trace_id: str | None,
+) -> RunReport:
     config = config or ReconcileConfig()
     as_of = (as_of or datetime.now(UTC)).astimezone(UTC)
     with db.begin(write=True) as conn:
         run_id = store.start_reconcile_run(conn, as_of=as_of, at=datetime.now(UTC))
     try:
         started = time.perf_counter()
-        data = Canonical.load(db, as_of, cache=cache)
+        if data is None:
+            data = Canonical.load(db, as_of, cache=cache)
         loaded = time.perf_counter()
         result = reconcile(data, as_of, config)
         computed = time.perf_counter()
@@ -237,8 +270,17 @@ def run_reconcile(
             kpis = pl.concat(
                 [
                     result.kpis.filter(~pl.col("kpi").str.starts_with("open_breaks_")),
-                    break_kpis(active, BREAK_TYPES, config.reporting_currency),
+                    break_kpis(
+                        active.join(
+                            result.breaks.select("break_id", "sla_breached"),
+                            on="break_id",
+                            how="left",
+                        ),
+                        BREAK_TYPES,
+                        config.reporting_currency,
+                    ),
                     _resolution_kpis(transitions, state, config.reporting_currency),
+                    _trace_kpi(trace_id),
                 ],
                 how="vertical",
             )

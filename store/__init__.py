@@ -6,6 +6,13 @@ underscored modules behind it are private.
 
 from __future__ import annotations
 
+from store._alerts import (
+    SOURCE_HEALTH_SCHEMA,
+    Snapshot,
+    read_alert_breaks,
+    read_latest_snapshot,
+    read_source_health,
+)
 from store._errors import (
     BatchRejected,
     ConfigError,
@@ -74,6 +81,7 @@ __all__ = [
     "PAYMENT",
     "PAYMENT_APPLICATION",
     "PROJECT",
+    "SOURCE_HEALTH_SCHEMA",
     "TIME_ENTRY",
     "BatchRejected",
     "ConfigError",
@@ -89,6 +97,7 @@ __all__ = [
     "QuarantineRecord",
     "ReconcileRun",
     "SchemaError",
+    "Snapshot",
     "Store",
     "StoreError",
     "StoreUnavailable",
@@ -107,11 +116,14 @@ __all__ = [
     "lock_break_register",
     "metadata",
     "normalize_currency",
+    "read_alert_breaks",
     "read_break_register",
     "read_break_transitions",
     "read_canonical",
     "read_kpi_snapshots",
+    "read_latest_snapshot",
     "read_probe_health",
+    "read_source_health",
     "require_head",
     "round_minor",
     "set_break_acceptance",

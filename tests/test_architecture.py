@@ -56,6 +56,9 @@ def test_store_public_surface_is_pinned() -> None:
             "insert_kpi_snapshot", "last_reconcile_as_of", "last_written", "read_canonical", "list_reconcile_runs", "lock_break_register", "read_break_register",
             "read_break_transitions", "read_kpi_snapshots", "read_probe_health",
             "set_break_acceptance", "start_reconcile_run", "write_break_register",
+            # exporter and alert reads (store/_alerts.py)
+            "SOURCE_HEALTH_SCHEMA", "Snapshot", "read_alert_breaks", "read_latest_snapshot",
+            "read_source_health",
         ]
     )  # fmt: skip
     for name in store.__all__:

@@ -1,0 +1,107 @@
+"""Reads for the Prometheus exporter and the Alertmanager push: the latest snapshot, health, stuck breaks.
+
+Every read here is small and bounded by what the reconciler aggregated, never by the estate: the
+latest succeeded run and its KPI snapshot rows (``kpi_snapshots`` is indexed by run), run counts
+by status, one row per source system of probe health, and, for the push, the breaks of the
+alerted types that are active or changed status recently (``breaks`` is indexed by status and
+type).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import polars as pl
+from sqlalchemy import Connection, and_, func, or_, select
+
+from store._reconcile import ReconcileRun, _read, breaks, kpi_snapshots, reconcile_runs
+from store._schema import probe_runs
+
+SOURCE_HEALTH_SCHEMA: dict[str, pl.DataType] = {
+    "source_system": pl.String(),
+    "last_attempt_at": pl.Datetime("us", "UTC"),
+    "last_success_at": pl.Datetime("us", "UTC"),
+    "last_failure_at": pl.Datetime("us", "UTC"),
+}
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The latest succeeded reconcile run and its KPI rows (kpi, dimension, value, value_minor,
+    unit, currency); ``run`` is None before the first succeeded run."""
+
+    run: ReconcileRun | None
+    kpis: pl.DataFrame
+    runs_by_status: dict[str, int]
+
+
+def read_latest_snapshot(conn: Connection) -> Snapshot:
+    """The newest succeeded run (by as-of, then id), its KPI snapshot and run counts by status."""
+    row = conn.execute(
+        select(reconcile_runs)
+        .where(reconcile_runs.c.status == "succeeded")
+        .order_by(reconcile_runs.c.as_of.desc(), reconcile_runs.c.id.desc())
+        .limit(1)
+    ).first()
+    counts = {
+        str(status): int(n)
+        for status, n in conn.execute(
+            select(reconcile_runs.c.status, func.count()).group_by(reconcile_runs.c.status)
+        )
+    }
+    columns = ["kpi", "dimension", "value", "value_minor", "unit", "currency"]
+    if row is None:
+        empty = _read(conn, kpi_snapshots, select(kpi_snapshots).where(kpi_snapshots.c.id < 0))
+        return Snapshot(None, empty.select(columns), counts)
+    run = ReconcileRun(**row._asdict())
+    query = select(kpi_snapshots).where(kpi_snapshots.c.run_id == run.id)
+    return Snapshot(run, _read(conn, kpi_snapshots, query).select(columns), counts)
+
+
+def read_source_health(conn: Connection) -> pl.DataFrame:
+    """Per source system: last probe run started, last success and last failure finished.
+
+    Columns SOURCE_HEALTH_SCHEMA; one row per system that ever ran.
+    """
+    c = probe_runs.c
+    query = (
+        select(
+            c.source_system,
+            func.max(c.started_at),
+            func.max(c.finished_at).filter(c.status == "succeeded"),
+            func.max(c.finished_at).filter(c.status == "failed"),
+        )
+        .group_by(c.source_system)
+        .order_by(c.source_system)
+    )
+    rows = [tuple(r) for r in conn.execute(query)]
+    return pl.DataFrame(rows, schema=SOURCE_HEALTH_SCHEMA, orient="row")
+
+
+def read_alert_breaks(
+    conn: Connection,
+    break_types: Sequence[str],
+    *,
+    active_statuses: Sequence[str],
+    ended_since: datetime,
+) -> pl.DataFrame:
+    """Breaks of ``break_types`` that are active, or left an active status at ``ended_since`` or
+    later (resolved or accepted): the firing and the recently ended stuck alerts.
+
+    Columns: the break register's (``BREAK_COLUMNS``), oldest ``since`` first.
+    """
+    c = breaks.c
+    query = (
+        select(breaks)
+        .where(
+            c.break_type.in_(list(break_types)),
+            or_(
+                c.status.in_(list(active_statuses)),
+                and_(c.status.not_in(list(active_statuses)), c.status_since >= ended_since),
+            ),
+        )
+        .order_by(c.since, c.break_id)
+    )
+    return _read(conn, breaks, query)
