@@ -56,6 +56,16 @@ def test_store_public_surface_is_pinned() -> None:
             "insert_kpi_snapshot", "last_reconcile_as_of", "last_written", "read_canonical", "list_reconcile_runs", "lock_break_register", "read_break_register",
             "read_break_transitions", "read_kpi_snapshots", "read_probe_health",
             "set_break_acceptance", "start_reconcile_run", "write_break_register",
+            # resync requests, approvals, attempts, audit and circuits (store/_resync.py)
+            "ACTIVE_REQUEST_STATUSES", "REQUEST_STATUSES", "CircuitState", "ResyncRequest",
+            "abandon_resync_attempts", "append_resync_audit", "claim_resync_request",
+            "count_resync_attempts_since", "decide_resync_request", "defer_resync_request",
+            "due_resync_requests", "finish_resync_attempt", "finish_resync_request",
+            "get_resync_request", "insert_resync_request", "latest_requests_by_break",
+            "lock_circuit", "read_circuit", "read_circuit_states", "read_resync_approvals",
+            "read_resync_attempts", "read_resync_audit", "read_resync_outcomes",
+            "read_resync_requests", "start_resync_attempt", "try_lock_resync_request",
+            "unlock_resync_request", "write_circuit",
             # exporter and alert reads (store/_alerts.py)
             "SOURCE_HEALTH_SCHEMA", "Snapshot", "read_alert_breaks", "read_latest_snapshot",
             "read_source_health",
