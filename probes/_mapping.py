@@ -10,6 +10,8 @@ minor units with the currency's own exponent (JPY 0, KWD 3), never a float in th
 
 from __future__ import annotations
 
+import functools
+import string
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -80,6 +82,8 @@ class Spec:
 
 _BAD = object()
 
+_MIN_INT, _MAX_INT = -(2**63), 2**63 - 1
+
 
 def _str(v: Any) -> Any:
     if v is None or isinstance(v, str):
@@ -93,9 +97,10 @@ def _int(v: Any) -> Any:
     if v is None:
         return None
     if isinstance(v, int) and not isinstance(v, bool):
-        return v
+        return v if _MIN_INT <= v <= _MAX_INT else _BAD
     if isinstance(v, str) and v.strip().lstrip("-").isdigit():
-        return int(v)
+        number = int(v)
+        return number if _MIN_INT <= number <= _MAX_INT else _BAD
     return _BAD
 
 
@@ -127,6 +132,8 @@ def _ts(v: Any) -> Any:
     return _BAD
 
 
+# The per-value checks of the slow path: a column whose values are not all of the kind's plain
+# JSON types (see _FAST) goes through these, value by value, to find and name the bad ones.
 _PRE: dict[str, Callable[[Any], Any]] = {
     "str": _str,
     "int": _int,
@@ -140,6 +147,24 @@ _PRE: dict[str, Callable[[Any], Any]] = {
     "us_date": _text,
     "ts": _ts,
 }
+
+_NONE = type(None)
+# The fast path: when every value of a column has one of these Python types (one set of types
+# per column and page), the column is built as it is, without a per-value check. (``bool`` is
+# its own type, so True never passes as an int.)
+_FAST: dict[str, tuple[frozenset[type], pl.DataType]] = {
+    "str": (frozenset({str, _NONE}), pl.String()),
+    "int": (frozenset({int, _NONE}), pl.Int64()),
+    "minor": (frozenset({int, _NONE}), pl.Int64()),
+    "unix": (frozenset({int, _NONE}), pl.Int64()),
+    "bool": (frozenset({bool, _NONE}), pl.Boolean()),
+    "currency": (frozenset({str, _NONE}), pl.String()),
+    "datetime": (frozenset({str, _NONE}), pl.String()),
+    "date": (frozenset({str, _NONE}), pl.String()),
+    "us_date": (frozenset({str, _NONE}), pl.String()),
+}
+_MONEY_NUMBERS = frozenset({int, float, _NONE})
+_MONEY_TEXT = frozenset({str, _NONE})
 
 _ISO = "%Y-%m-%dT%H:%M:%S%.f%z"
 
@@ -176,54 +201,71 @@ def _parse(col: Col, raw: str) -> pl.Expr:
     if kind == "us_date":
         return c.str.to_date("%m/%d/%Y", strict=False)
     if kind == "money":
+        # Raw money is Float64 (JSON numbers) or String (NetSuite's numeric strings).
         return c.cast(pl.Float64, strict=False)
     return c
 
 
-def to_canonical(
-    spec: Spec, records: Sequence[dict[str, Any]]
-) -> tuple[pl.DataFrame, list[QuarantineItem]]:
-    """Canonical rows of ``spec.entity`` for the valid records; quarantine for the others.
+@functools.cache
+def _exponents() -> dict[str, int]:
+    """ISO 4217 codes whose minor unit is not 2 digits (JPY 0, KWD 3), from ``store``."""
+    letters = string.ascii_uppercase
+    codes = (a + b + c for a in letters for b in letters for c in letters)
+    return {code: e for code in codes if (e := currency_exponent(code)) != 2}
 
-    Values are extracted and type-checked in one Python pass per column; parsing (times, dates,
-    numbers, codes) and every null check run as a handful of polars expressions per page.
-    """
+
+@dataclass(frozen=True)
+class _Plan:
+    """A spec compiled once: its columns and the polars expressions every page runs."""
+
+    cols: tuple[tuple[Col, str], ...]
+    """(column, the canonical name reasons use), in extraction order; raw column i is r<i>."""
+    checks: tuple[str, ...]
+    """The reason of each check column k<j>."""
+    stages: tuple[tuple[pl.Expr, ...], ...]
+    """with_columns stages from the raw columns to the canonical columns and the checks."""
+    output: tuple[pl.Expr, ...]
+    """The final select: the entity's columns in schema order, the checks and ``_bad``."""
+    names: tuple[str, ...]
+    """The entity's columns."""
+
+
+@functools.cache
+def _plan(spec: Spec) -> _Plan:
     entity = ENTITIES[spec.entity]
-    schema = entity.polars_schema
-    if not records:
-        return pl.DataFrame(schema=schema), []
-    n = len(records)
     # Reasons name the canonical column, bookkeeping ones included.
     cols = [(spec.id, "source_id"), (spec.modified, "source_modified_at")]
     cols += [(c, c.name) for c in spec.columns]
     if spec.deleted is not None:
         cols.append((spec.deleted, "is_deleted"))
-    reasons: dict[int, list[str]] = {}
-    raw: dict[str, pl.Series] = {}
-    for i, (col, label) in enumerate(cols):
-        pre = _PRE[col.kind]
-        if isinstance(col.source, str):
-            key = col.source
-            values = [pre(r.get(key)) for r in records]
-        else:
-            get = col.source
-            values = [pre(get(r)) for r in records]
-        for j, v in enumerate(values):
-            if v is _BAD:
-                reasons.setdefault(j, []).append(f"{label}: invalid {col.kind} value")
-                values[j] = None
-        raw[f"r{i}"] = pl.Series(values, dtype=_RAW.get(col.kind, pl.String()))
-    frame = pl.DataFrame(raw).with_columns(
-        _parse(col, f"r{i}").alias(f"t{i}") for i, (col, _) in enumerate(cols)
-    )
-    money = [i for i, (col, _) in enumerate(cols) if col.kind == "money"]
-    currency_index = next(
-        (i for i, (col, _) in enumerate(cols) if col.name == spec.money_currency), None
-    )
+    parse = tuple(_parse(col, f"r{i}").alias(f"t{i}") for i, (col, _) in enumerate(cols))
     checks: list[tuple[str, pl.Expr]] = []
+    stages: list[tuple[pl.Expr, ...]] = [parse]
+    money = [i for i, (col, _) in enumerate(cols) if col.kind == "money"]
     if money:
-        frame, money_checks = _to_minor(frame, money, currency_index, cols)
-        checks += money_checks
+        currency_index = next(
+            (i for i, (col, _) in enumerate(cols) if col.name == spec.money_currency), None
+        )
+        scale = (
+            pl.col(f"t{currency_index}").replace_strict(
+                _exponents(), default=2, return_dtype=pl.Int64
+            )
+            if currency_index is not None
+            else pl.lit(2)
+        )
+        minor: list[pl.Expr] = []
+        for i in money:
+            scaled = pl.col(f"t{i}") * pl.lit(10.0).pow(scale)
+            rounded = scaled.round(0)
+            minor.append(rounded.cast(pl.Int64).alias(f"m{i}"))
+            # Sub-minor precision (12.345 USD) is an error in the source, not something to round.
+            checks.append(
+                (
+                    f"{cols[i][1]}: more precision than the currency's minor unit",
+                    (scaled - rounded).abs() > 1e-6,
+                )
+            )
+        stages.append(tuple(minor))
     for i, (col, label) in enumerate(cols):
         if col.kind in _PARSED:
             checks.append(
@@ -234,13 +276,95 @@ def to_canonical(
             )
         if col.required:
             checks.append((f"{label}: missing", pl.col(f"r{i}").is_null()))
-    masks = frame.select(
-        *(expr.fill_null(False).alias(f"k{k}") for k, (_, expr) in enumerate(checks))
+    flags = tuple(expr.fill_null(False).alias(f"k{k}") for k, (_, expr) in enumerate(checks))
+    sources = {name: (f"m{i}" if i in money else f"t{i}") for i, (_, name) in enumerate(cols)}
+    output: list[pl.Expr] = []
+    for name, dtype in entity.polars_schema.items():
+        if name == "source_system":
+            output.append(pl.lit(spec.system, dtype=pl.String).alias(name))
+        elif name in sources:
+            expr = pl.col(sources[name]).cast(dtype)
+            if name == "is_deleted":
+                expr = expr.fill_null(False)
+            output.append(expr.alias(name))
+        elif name == "is_deleted":
+            output.append(pl.lit(False).alias(name))
+        else:
+            output.append(pl.lit(None, dtype=dtype).alias(name))
+    k_names = [f"k{k}" for k in range(len(checks))]
+    bad = pl.any_horizontal(k_names) if k_names else pl.lit(False)
+    output += [pl.col(k) for k in k_names]
+    output.append(bad.alias("_bad"))
+    return _Plan(
+        cols=tuple(cols),
+        checks=tuple(reason for reason, _ in checks),
+        stages=(*stages, flags),
+        output=tuple(output),
+        names=tuple(entity.polars_schema),
     )
-    flagged = masks.select(pl.any_horizontal(pl.all())).to_series()
-    for j in flagged.arg_true().to_list():
-        row = masks.row(j)
-        reasons.setdefault(j, []).extend(checks[k][0] for k, hit in enumerate(row) if hit)
+
+
+def _raw_column(
+    col: Col, label: str, values: list[Any], reasons: dict[int, list[str]]
+) -> pl.Series:
+    """One extracted column as a Series: as it is when its types are plain, else value by value
+    (a bad value becomes null and a reason of its record)."""
+    types = set(map(type, values))
+    kind = col.kind
+    if kind == "money":
+        if types <= _MONEY_NUMBERS:
+            return pl.Series(values, dtype=pl.Float64)
+        if types <= _MONEY_TEXT:
+            return pl.Series(values, dtype=pl.String)
+    elif kind in _FAST:
+        allowed, dtype = _FAST[kind]
+        if types <= allowed:
+            try:
+                return pl.Series(values, dtype=dtype)
+            except (TypeError, OverflowError, pl.exceptions.PolarsError):
+                pass  # e.g. an integer beyond 64 bits: the slow path names it
+    pre = _PRE[kind]
+    checked = [pre(v) for v in values]
+    for j, v in enumerate(checked):
+        if v is _BAD:
+            reasons.setdefault(j, []).append(f"{label}: invalid {kind} value")
+            checked[j] = None
+    return pl.Series(checked, dtype=_RAW.get(kind, pl.String()))
+
+
+def to_canonical(
+    spec: Spec, records: Sequence[dict[str, Any]]
+) -> tuple[pl.DataFrame, list[QuarantineItem]]:
+    """Canonical rows of ``spec.entity`` for the valid records; quarantine for the others.
+
+    Each column is pulled out of the page's records in one pass and built as a Series in bulk
+    (value-by-value checks only for a column holding values of an unexpected JSON type); then
+    one polars query per page parses times, dates, numbers and codes, scales money to minor
+    units and evaluates every check. The expressions are compiled once per spec.
+    """
+    plan = _plan(spec)
+    if not records:
+        return pl.DataFrame(schema=ENTITIES[spec.entity].polars_schema), []
+    n = len(records)
+    reasons: dict[int, list[str]] = {}
+    raw: dict[str, pl.Series] = {}
+    for i, (col, label) in enumerate(plan.cols):
+        source = col.source
+        if isinstance(source, str):
+            values = [r.get(source) for r in records]
+        else:
+            values = [source(r) for r in records]
+        raw[f"r{i}"] = _raw_column(col, label, values, reasons)
+    query = pl.DataFrame(raw).lazy()
+    for stage in plan.stages:
+        query = query.with_columns(stage)
+    frame = query.select(plan.output).collect()
+    bad = frame["_bad"]
+    if bad.any():
+        checks = frame.select(f"k{k}" for k in range(len(plan.checks)))
+        for j in bad.arg_true().to_list():
+            row = checks.row(j)
+            reasons.setdefault(j, []).extend(plan.checks[k] for k, hit in enumerate(row) if hit)
     quarantine: list[QuarantineItem] = []
     if reasons:
         for j in sorted(reasons):
@@ -261,52 +385,9 @@ def to_canonical(
             )
         keep = pl.Series([j not in reasons for j in range(n)], dtype=pl.Boolean)
         frame = frame.filter(keep)
-    names = {f"t{i}": name for i, (_, name) in enumerate(cols)}
-    exprs: list[pl.Expr] = []
-    for name, dtype in schema.items():
-        source = next((t for t, canonical in names.items() if canonical == name), None)
-        if name == "source_system":
-            exprs.append(pl.lit(spec.system, dtype=pl.String).alias(name))
-        elif source is not None:
-            expr = pl.col(source).cast(dtype)
-            if name == "is_deleted":
-                expr = expr.fill_null(False)
-            exprs.append(expr.alias(name))
-        elif name == "is_deleted":
-            exprs.append(pl.lit(False).alias(name))
-        else:
-            exprs.append(pl.lit(None, dtype=dtype).alias(name))
-    result = frame.select(exprs)
+    result = frame.select(plan.names)
     assert result.height + len(quarantine) == n
     return result, quarantine
-
-
-def _to_minor(
-    frame: pl.DataFrame,
-    money: list[int],
-    currency_index: int | None,
-    cols: list[tuple[Col, str]],
-) -> tuple[pl.DataFrame, list[tuple[str, pl.Expr]]]:
-    """Major-unit columns to integer minor units by each row's currency exponent."""
-    if currency_index is not None:
-        currency = f"t{currency_index}"
-        codes = frame[currency].unique().drop_nulls().to_list()
-        exponents = {c: currency_exponent(c) for c in codes}
-        scale = pl.col(currency).replace_strict(exponents, default=2, return_dtype=pl.Int64)
-    else:
-        scale = pl.lit(2)
-    checks: list[tuple[str, pl.Expr]] = []
-    exprs: list[pl.Expr] = []
-    for i in money:
-        scaled = pl.col(f"t{i}") * pl.lit(10.0).pow(scale)
-        rounded = scaled.round(0)
-        exprs.append(rounded.cast(pl.Int64).alias(f"t{i}"))
-        exprs.append(((scaled - rounded).abs() > 1e-6).alias(f"s{i}"))
-        # Sub-minor precision (12.345 USD) is an error in the source, not something to round.
-        checks.append(
-            (f"{cols[i][1]}: more precision than the currency's minor unit", pl.col(f"s{i}"))
-        )
-    return frame.with_columns(exprs), checks
 
 
 def at_midnight(value: Any) -> datetime | None:

@@ -97,6 +97,8 @@ GOOD = {
     [
         ({"time_in_minutes": "ninety"}, "minutes: invalid int value"),
         ({"time_in_minutes": 1.5}, "minutes: invalid int value"),
+        ({"time_in_minutes": 2**63}, "minutes: invalid int value"),  # beyond a 64-bit column
+        ({"time_in_minutes": True}, "minutes: invalid int value"),
         ({"billable": "yes"}, "billable: invalid bool value"),
         ({"date_performed": "02/30/2026"}, "entry_date: invalid date value"),
         ({"updated_at": "yesterday"}, "source_modified_at: invalid datetime value"),
