@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from alerts import register_exporter
 from collector import (
     Collector,
     CollectorConfig,
@@ -176,6 +177,8 @@ def build_collector(
     config = collector_config(settings, probes)
     if metrics is not None:
         metrics.observe_freshness(lambda: last_successes(db))
+        # /metrics also serves the business KPIs, breaks and health of the store (alerts/).
+        register_exporter(metrics.registry, db)
     return Collector(
         db,
         probes,

@@ -19,7 +19,8 @@ ALLOWED: dict[str, set[str]] = {
     "sandbox": set(),
     "probes": {"store"},
     "collector": {"store", "probes"},
-    "reconciler": {"store"},
+    # reconciler/resync plans and runs repairs through the probes' write operations
+    "reconciler": {"store", "probes"},
     "alerts": {"store", "reconciler"},
     "dashboards": {"store", "reconciler", "alerts"},
 }
