@@ -70,6 +70,10 @@ def test_store_public_surface_is_pinned() -> None:
             # exporter and alert reads (store/_alerts.py)
             "SOURCE_HEALTH_SCHEMA", "Snapshot", "read_alert_breaks", "read_latest_snapshot",
             "read_source_health",
+            # console reads and acknowledgements (store/_console.py)
+            "acknowledge_break", "read_acknowledgements", "read_quarantine_summary",
+            "read_break_transitions_of", "read_breaks_mentioning", "read_record_history",
+            "read_records_where", "read_stream_health",
         ]
     )  # fmt: skip
     for name in store.__all__:
