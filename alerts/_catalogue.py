@@ -28,6 +28,9 @@ class MetricSpec:
     kind: Kind
     help: str
     labels: tuple[str, ...] = ()
+    source: str = "alerts"
+    """The collector that produces it: ``alerts`` (O2CCollector) or ``reconciler.resync``
+    (ResyncCollector); ``register_exporter`` registers both."""
 
     @property
     def family(self) -> str:
@@ -43,6 +46,7 @@ class MetricSpec:
 
 
 _SNAPSHOT = " From the latest reconcile snapshot."
+_RESYNC = "reconciler.resync"
 
 METRICS: tuple[MetricSpec, ...] = (
     # --- business KPIs (latest reconcile snapshot)
@@ -128,15 +132,17 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("o2c_source_failing", "gauge",
                "1 when a system's last finished probe run failed (its last failure is newer than "
                "its last success), else 0.", ("system",)),
-    # --- resyncs (issue 7)
+    # --- resyncs (issue 7): produced by reconciler.resync.ResyncCollector, same registry
     MetricSpec("o2c_resync_attempts_total", "counter",
                "Finished resync attempts by system, action and outcome.",
-               ("system", "action", "outcome")),
+               ("system", "action", "outcome"), source=_RESYNC),
+    MetricSpec("o2c_resync_requests", "gauge", "Resync requests by status.", ("status",),
+               source=_RESYNC),
     MetricSpec("o2c_resync_circuit_state", "gauge",
-               "Per-system resync circuit breaker: 1 for its current state (closed, open, "
-               "half_open), 0 for the others.", ("system", "state")),
+               "1 for the current circuit state of each system (closed, open, half_open).",
+               ("system", "state"), source=_RESYNC),
     MetricSpec("o2c_resync_circuit_consecutive_failures", "gauge",
-               "Consecutive failed resyncs counted by a system's circuit breaker.", ("system",)),
+               "Consecutive failed resync attempts on each system.", ("system",), source=_RESYNC),
     # --- the exporter
     MetricSpec("o2c_exporter_store_up", "gauge",
                "1 when this scrape read the store, 0 when it could not (the other o2c_ series "

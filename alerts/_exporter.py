@@ -17,7 +17,7 @@ import logging
 import math
 import time
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import astuple
 
 import polars as pl
 from prometheus_client import CollectorRegistry
@@ -31,10 +31,13 @@ from prometheus_client.samples import Exemplar
 
 import store
 from alerts._catalogue import BY_NAME, METRICS, MetricSpec
+from reconciler import Systems
+from reconciler.resync import ResyncCollector
 
 log = logging.getLogger(__name__)
 
-CIRCUIT_STATES = ("closed", "open", "half_open")
+OWN: tuple[MetricSpec, ...] = tuple(m for m in METRICS if m.source == "alerts")
+"""The metrics O2CCollector itself produces (the resync ones come from ResyncCollector)."""
 
 # snapshot KPI name -> (histogram metric, the dimension key that becomes its label, label name)
 _HISTOGRAMS: dict[str, tuple[str, str | None, str | None]] = {
@@ -89,7 +92,7 @@ class _Families:
     """The families of one scrape, keyed by metric name, filled in any order."""
 
     def __init__(self) -> None:
-        self.by_name: dict[str, Metric] = {m.name: _family(m) for m in METRICS}
+        self.by_name: dict[str, Metric] = {m.name: _family(m) for m in OWN}
 
     def gauge(self, name: str, value: float | None, labels: dict[str, str] | None = None) -> None:
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -119,7 +122,7 @@ class O2CCollector:
 
     def describe(self) -> Iterator[Metric]:
         # Declaring the families without reading the store keeps registration free of I/O.
-        for spec in METRICS:
+        for spec in OWN:
             yield _family(spec)
 
     def collect(self) -> Iterator[Metric]:
@@ -129,10 +132,8 @@ class O2CCollector:
             with self._db.begin() as conn:
                 snapshot = store.read_latest_snapshot(conn)
                 health = store.read_source_health(conn)
-                resyncs = _read_resyncs(conn)
             _snapshot_metrics(families, snapshot)
             _source_metrics(families, health)
-            _resync_metrics(families, *resyncs)
             up = 1.0
         except Exception:  # telemetry never breaks anything: the scrape says the store is down
             log.warning("exporter could not read the store", exc_info=True)
@@ -141,11 +142,6 @@ class O2CCollector:
         families.gauge("o2c_exporter_store_up", up)
         families.gauge("o2c_exporter_scrape_duration_seconds", time.perf_counter() - started)
         yield from families.by_name.values()
-
-
-def _read_resyncs(conn: Any) -> tuple[pl.DataFrame | None, pl.DataFrame | None]:
-    # TODO(issue 7): read_resync_outcomes / read_circuit_states once they are in the store.
-    return None, None
 
 
 def _snapshot_metrics(f: _Families, snapshot: store.Snapshot) -> None:
@@ -244,24 +240,12 @@ def _source_metrics(f: _Families, health: pl.DataFrame) -> None:
         f.gauge("o2c_source_failing", 1.0 if failing else 0.0, labels)
 
 
-def _resync_metrics(
-    f: _Families, outcomes: pl.DataFrame | None, circuits: pl.DataFrame | None
-) -> None:
-    if outcomes is not None:
-        for system, action, outcome, count in outcomes.iter_rows():
-            labels = {"system": system, "action": action, "outcome": outcome}
-            f.counter("o2c_resync_attempts_total", float(count), labels)
-    if circuits is not None:
-        for row in circuits.iter_rows(named=True):
-            for state in CIRCUIT_STATES:
-                f.gauge("o2c_resync_circuit_state", 1.0 if row["state"] == state else 0.0,
-                        {"system": row["system"], "state": state})  # fmt: skip
-            f.gauge("o2c_resync_circuit_consecutive_failures", row["consecutive_failures"],
-                    {"system": row["system"]})  # fmt: skip
-
-
-def register_exporter(registry: CollectorRegistry, db: store.Store) -> O2CCollector:
-    """Add the o2c exporter to ``registry`` (the one the long-running process serves on /metrics)."""
+def register_exporter(
+    registry: CollectorRegistry, db: store.Store, *, systems: Systems | None = None
+) -> O2CCollector:
+    """Add the store-derived metrics to ``registry`` (the one the long-running process serves
+    on /metrics): this exporter and the resync collector, every circuit of ``systems`` shown."""
     collector = O2CCollector(db)
     registry.register(collector)
+    registry.register(ResyncCollector(db, systems=astuple(systems or Systems())))
     return collector

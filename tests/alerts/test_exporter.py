@@ -139,9 +139,19 @@ def test_a_store_that_cannot_be_read_makes_the_scrape_say_so_not_fail(
     assert broken.get_sample_value("o2c_reconcile_runs_total", {"status": "succeeded"}) is None
 
 
-def test_the_catalogue_names_every_family_the_exporter_declares(
-    registry: CollectorRegistry,
+def test_the_catalogue_names_every_family_the_scrape_shows_once(
+    db: store.Store, registry: CollectorRegistry
 ) -> None:
-    declared = {f.name for f in alerts.O2CCollector.describe(alerts.O2CCollector(None))}  # type: ignore[arg-type]
-    assert declared == {m.family for m in alerts.METRICS}
+    declared = {f.name for f in alerts.O2CCollector(db).describe()}
+    assert declared == {m.family for m in alerts.METRICS if m.source == "alerts"}
+    scraped = [f.name for f in registry.collect()]
+    assert len(scraped) == len(set(scraped))  # the resync collector's families are not repeated
+    assert set(scraped) == {m.family for m in alerts.METRICS}
     assert all(name.startswith("o2c_") for name in alerts.METRIC_NAMES)
+    # every circuit of the four systems is shown, closed, before any resync
+    assert (
+        registry.get_sample_value(
+            "o2c_resync_circuit_state", {"system": "stripe", "state": "closed"}
+        )
+        == 1.0
+    )
