@@ -78,6 +78,70 @@ class StripeSettings(_Group):
     api_key: SecretStr | None = Field(None, description="Secret or restricted key (sk_/rk_).")
 
 
+ROLES = ("viewer", "operator", "approver")
+
+
+class ConsoleSettings(_Group):
+    """The Streamlit console (`o2c console`): where it listens, who the user is, how fresh it is.
+
+    Identity: ``st.login`` (OIDC) when ``[auth]`` is configured in Streamlit's secrets.toml (its
+    secrets stay there, never here); else the trusted reverse-proxy header when
+    ``identity_header`` is set; else the single ``local_user`` (the demo).
+    """
+
+    address: str = Field("127.0.0.1", description="Address the console's web server binds.")
+    port: int = Field(8501, ge=1, le=65535, description="Port of the console's web server.")
+    identity_header: str | None = Field(
+        None,
+        description=(
+            "Request header a trusted reverse proxy sets to the signed-in user (e.g. "
+            "X-Forwarded-User); only when the proxy strips it from clients (unset: not used)."
+        ),
+    )
+    local_user: str = Field(
+        "demo", min_length=1, description="The one user when neither OIDC nor a header is set."
+    )
+    local_role: str = Field(
+        "approver", description="Role of the local user: viewer, operator or approver."
+    )
+    roles: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            'Role per user name or e-mail, as JSON, e.g. {"ana@example.com": "operator"}. '
+            "Roles: viewer (read), operator (+ acknowledge, accept, trigger), approver (+ approve)."
+        ),
+    )
+    default_role: str = Field("viewer", description="Role of a signed-in user not listed in roles.")
+    refresh_seconds: float = Field(
+        60.0, ge=5, description="Pages re-read the store this often while open (fragments)."
+    )
+    cache_ttl_seconds: float = Field(
+        30.0, ge=0, description="Store reads are cached this long, shared by all sessions."
+    )
+    max_rows: int = Field(
+        1000, ge=10, description="Most rows a table on a page shows (CSV export has them all)."
+    )
+    collector_metrics_url: str | None = Field(
+        "http://127.0.0.1:9464/metrics",
+        description="The collector's /metrics, read for quota use and completeness (unset: none).",
+    )
+
+    @field_validator("local_role", "default_role")
+    @classmethod
+    def _known_role(cls, value: str) -> str:
+        if value not in ROLES:
+            raise ValueError(f"unknown role {value!r}; roles: {', '.join(ROLES)}")
+        return value
+
+    @field_validator("roles")
+    @classmethod
+    def _known_roles(cls, value: dict[str, str]) -> dict[str, str]:
+        for user, role in value.items():
+            if role not in ROLES:
+                raise ValueError(f"{user!r}: unknown role {role!r}; roles: {', '.join(ROLES)}")
+        return value
+
+
 SYSTEMS = ("salesforce", "kantata", "netsuite", "stripe")
 
 
@@ -194,6 +258,7 @@ class Settings(BaseSettings):
         ),
     )
     log_level: str = Field("INFO", description="Log level: DEBUG, INFO, WARNING or ERROR.")
+    console: ConsoleSettings = Field(default_factory=ConsoleSettings)
     salesforce: SalesforceSettings = Field(default_factory=SalesforceSettings)
     kantata: KantataSettings = Field(default_factory=KantataSettings)
     netsuite: NetSuiteSettings = Field(default_factory=NetSuiteSettings)
