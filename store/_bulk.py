@@ -1,9 +1,11 @@
 """Bulk row movement between polars frames and the database, the fastest way each backend allows.
 
-PostgreSQL moves rows with COPY in CSV (polars writes and parses CSV in native code); SQLite, which
-has no COPY, with ``executemany`` on the raw driver connection. Values are encoded exactly as
-SQLAlchemy itself stores them, so rows written here and rows written through SQLAlchemy compare
-and read back the same.
+PostgreSQL moves rows with COPY: in its binary format, encoded from Arrow buffers in native code
+(no text to parse on the server: timestamps and integers arrive as the server stores them), or
+in CSV for a column type the binary encoder does not know. SQLite, which has no COPY, moves rows
+with ``executemany`` on the raw driver connection. Values are encoded exactly as SQLAlchemy
+itself stores them, so rows written here and rows written through SQLAlchemy compare and read
+back the same.
 """
 
 from __future__ import annotations
@@ -12,8 +14,24 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import polars as pl
-from sqlalchemy import Column, Connection, MetaData, Table, bindparam, text
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import (
+    Column,
+    Connection,
+    MetaData,
+    Table,
+    and_,
+    bindparam,
+    column,
+    literal,
+    select,
+    text,
+    values,
+)
+from sqlalchemy.engine import Dialect
 from sqlalchemy.types import BigInteger, Boolean, Date, Integer
 
 from store._types import SQLITE_TIMESTAMP_FORMAT, UTCDateTime
@@ -47,11 +65,12 @@ class Staged:
         self.conn = conn
         self.table = table
         self.columns = list(frame.columns)
-        self.name = _temporary_copy(conn, table, self.columns)
+        self.temporary = _temporary_copy(conn, table, self.columns)
+        self.name = self.temporary.name
         if conn.dialect.name == "postgresql":
             # No ANALYZE: the planner sizes a never-analysed table from its pages, which is
             # enough to choose hash joins, and ANALYZE would cost a third of the whole batch.
-            _copy_in(conn, self.name, frame)
+            _copy_in(conn, self.temporary, frame)
         else:
             # Measured: executemany into an in-memory temporary table and one INSERT ... SELECT
             # costs a quarter of executemany straight into a file-backed table.
@@ -99,15 +118,39 @@ class Staged:
         self.conn.exec_driver_sql(f"DROP TABLE {self.name}")
 
 
-def any_stored(conn: Connection, table: Table, frame: pl.DataFrame, key: Sequence[str]) -> bool:
-    """Whether any key of the frame is already in the table (keys staged alone: cheap to move)."""
-    keys = Staged(conn, table, frame.select(key))
-    matches = " AND ".join(f"t.{k} = s.{k}" for k in key)
-    found = conn.exec_driver_sql(
-        f"SELECT EXISTS (SELECT 1 FROM {keys.name} AS s JOIN {table.name} AS t ON {matches})"
-    ).scalar_one()
-    keys.drop()
-    return bool(found)
+_KEY_SAMPLE = 32
+
+
+def insert_if_new(conn: Connection, table: Table, frame: pl.DataFrame, key: Sequence[str]) -> bool:
+    """PostgreSQL: append every row of the frame if none of its keys is stored, in one COPY.
+
+    Returns False, having written nothing, when a key is already stored. A few keys spread over
+    the frame are looked up first (a batch that re-reads stored records is told apart in
+    one indexed query); then the COPY runs under a savepoint, and the table's primary key
+    (``key``) rejects it at the first stored key, which rolls back to the savepoint. The
+    primary key is the check, so the keys are not staged and probed separately; what a
+    rejected COPY wrote is left as dead rows for vacuum.
+    """
+    from psycopg.errors import UniqueViolation
+
+    sample = frame.select(key).gather_every(max(1, frame.height // _KEY_SAMPLE))
+    # A join with the sampled keys as a VALUES list: one index probe per key (OR-ed
+    # equalities share a leading column, and the planner then filters the whole range).
+    keys = values(*(column(k, table.c[k].type) for k in key), name="sampled").data(sample.rows())
+    probe = select(literal(1)).select_from(
+        keys.join(table, and_(*(table.c[k] == keys.c[k] for k in key)))
+    )
+    if conn.execute(probe.limit(1)).first() is not None:
+        return False
+    primary_key = table.primary_key.name
+    try:
+        with conn.begin_nested():
+            _copy_in(conn, table, frame)
+    except UniqueViolation as exc:
+        if exc.diag.constraint_name != primary_key:
+            raise
+        return False
+    return True
 
 
 def insert_frame(conn: Connection, table: Table, frame: pl.DataFrame) -> int:
@@ -115,7 +158,7 @@ def insert_frame(conn: Connection, table: Table, frame: pl.DataFrame) -> int:
     if frame.is_empty():
         return 0
     if conn.dialect.name == "postgresql":
-        _copy_in(conn, table.name, frame)
+        _copy_in(conn, table, frame)
         return frame.height
     staged = Staged(conn, table, frame)
     count = staged.insert_all()
@@ -217,7 +260,7 @@ def _fetchall(conn: Connection, sql: str, params: tuple[Any, ...]) -> list[tuple
         cursor.close()
 
 
-def _temporary_copy(conn: Connection, table: Table, columns: Sequence[str]) -> str:
+def _temporary_copy(conn: Connection, table: Table, columns: Sequence[str]) -> Table:
     """A temporary table with the named columns of ``table``, dropped at commit at the latest."""
     name = f"tmp_{table.name}"
     temp = Table(
@@ -230,14 +273,151 @@ def _temporary_copy(conn: Connection, table: Table, columns: Sequence[str]) -> s
     )
     temp.drop(conn, checkfirst=True)
     temp.create(conn)
-    return name
+    return temp
 
 
-def _copy_in(conn: Connection, table_name: str, frame: pl.DataFrame) -> None:
+def _copy_in(conn: Connection, table: Table, frame: pl.DataFrame) -> None:
     raw = conn.connection.driver_connection
-    text = frame.write_csv(include_header=False, datetime_format=_PG_TIMESTAMP_FORMAT)
-    view = memoryview(text.encode())
-    statement = f"COPY {table_name} ({', '.join(frame.columns)}) FROM STDIN (FORMAT csv)"
+    columns = ", ".join(frame.columns)
+    kinds = _binary_kinds(conn.dialect, table, frame)
+    if kinds is None:
+        data = memoryview(
+            frame.write_csv(include_header=False, datetime_format=_PG_TIMESTAMP_FORMAT).encode()
+        )
+        statement = f"COPY {table.name} ({columns}) FROM STDIN (FORMAT csv)"
+    else:
+        data = pg_binary(frame, kinds)
+        statement = f"COPY {table.name} ({columns}) FROM STDIN (FORMAT binary)"
     with raw.cursor() as cur, cur.copy(statement) as copy:  # type: ignore[union-attr]
-        for start in range(0, len(view), _COPY_CHUNK):
-            copy.write(view[start : start + _COPY_CHUNK])
+        for start in range(0, len(data), _COPY_CHUNK):
+            copy.write(data[start : start + _COPY_CHUNK])
+
+
+# --------------------------------------------------------------------------- binary COPY
+
+_PG_EPOCH_US = 946_684_800_000_000
+"""Microseconds from the Unix epoch to PostgreSQL's (2000-01-01 UTC)."""
+_PG_EPOCH_DAYS = 10_957
+_BINARY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
+_BINARY_TRAILER = b"\xff\xff"
+
+_BINARY_KINDS: dict[str, str] = {
+    "BIGINT": ">i8",
+    "INTEGER": ">i4",
+    "SMALLINT": ">i2",
+    "BOOLEAN": "bool",
+    "DATE": "date",
+    "TIMESTAMP WITH TIME ZONE": "timestamptz",
+    "FLOAT": ">f8",
+    "DOUBLE PRECISION": ">f8",
+    "TEXT": "text",
+}
+"""How the binary encoder writes each PostgreSQL column type (anything else goes as CSV)."""
+
+
+def _binary_kinds(dialect: Dialect, table: Table, frame: pl.DataFrame) -> list[str] | None:
+    """The binary encoding of each frame column into the table, or None if one has none.
+
+    A column's polars type must already hold exactly what the server type stores (integers
+    for integers, aware or UTC datetimes for timestamptz, ...): values are never reinterpreted
+    here, and a frame that would need it goes as CSV, where the server parses and checks it.
+    """
+    kinds = []
+    for name, dtype in frame.schema.items():
+        sql = table.c[name].type.compile(dialect=dialect)
+        kind = "text" if sql.startswith("VARCHAR(") else _BINARY_KINDS.get(sql)
+        accepted = {
+            "text": dtype == pl.String,
+            "bool": dtype == pl.Boolean,
+            "date": dtype == pl.Date,
+            "timestamptz": isinstance(dtype, pl.Datetime),
+            ">f8": dtype in (pl.Float32, pl.Float64),
+        }.get(kind or "", dtype.is_integer())
+        if kind is None or not (accepted or dtype == pl.Null):
+            return None
+        kinds.append(kind)
+    return kinds
+
+
+def pg_binary(frame: pl.DataFrame, kinds: Sequence[str]) -> memoryview:
+    """The frame as a PostgreSQL binary COPY stream, one ``kinds`` entry per column.
+
+    Each row is a field count, then per field a 4-byte length (-1 for NULL) and the value in
+    network byte order. Fixed-width parts of consecutive fields are laid out as one numpy block
+    per row; Arrow's ``binary_join_element_wise`` then concatenates blocks and text values row
+    by row (a NULL value contributes nothing), so no Python runs per row.
+    """
+    n = frame.height
+    if n == 0:
+        return memoryview(_BINARY_HEADER + _BINARY_TRAILER)
+    parts: list[pa.Array] = []
+    block: list[np.ndarray[Any, Any]] = [_be(np.full(n, frame.width), ">i2")]
+
+    def flush() -> None:
+        if block:
+            matrix = np.ascontiguousarray(np.concatenate(block, axis=1))
+            parts.append(_rows(matrix, None))
+            block.clear()
+
+    for series, kind in zip(frame.get_columns(), kinds, strict=True):
+        if kind == "text":
+            text = series.cast(pl.String)
+            block.append(_be(text.str.len_bytes().cast(pl.Int64).fill_null(-1).to_numpy(), ">i4"))
+            flush()
+            parts.append(text.to_arrow().cast(pa.large_binary()))
+            continue
+        values, dtype = _fixed_values(series, kind)
+        width = np.dtype(dtype).itemsize
+        valid = series.is_not_null()
+        if series.null_count() == 0:
+            block.append(_be(np.full(n, width), ">i4"))
+            block.append(_be(values, dtype))
+        else:
+            lengths = valid.cast(pl.Int64).to_numpy() * (width + 1) - 1  # width or -1
+            block.append(_be(lengths, ">i4"))
+            flush()
+            validity = pa.py_buffer(np.packbits(valid.to_numpy(), bitorder="little"))
+            parts.append(_rows(_be(values, dtype), validity))
+    flush()
+    empty = pa.scalar(b"", pa.large_binary())
+    joined = pc.binary_join_element_wise(*parts, empty, null_handling="skip")
+    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int64)
+    body = memoryview(joined.buffers()[2])[offsets[joined.offset] : offsets[joined.offset + n]]
+    stream = bytearray(len(_BINARY_HEADER) + len(body) + len(_BINARY_TRAILER))
+    stream[: len(_BINARY_HEADER)] = _BINARY_HEADER
+    stream[len(_BINARY_HEADER) : len(_BINARY_HEADER) + len(body)] = body
+    stream[len(_BINARY_HEADER) + len(body) :] = _BINARY_TRAILER
+    return memoryview(stream)
+
+
+def _fixed_values(series: pl.Series, kind: str) -> tuple[np.ndarray[Any, Any], str]:
+    """A fixed-width column's values as PostgreSQL stores them (nulls as zeros), and its dtype."""
+    if kind == "bool":
+        return series.cast(pl.UInt8).fill_null(0).to_numpy(), "u1"
+    if kind == "date":
+        return (series.cast(pl.Int32).fill_null(0) - _PG_EPOCH_DAYS).to_numpy(), ">i4"
+    if kind == "timestamptz":
+        # The instant as microseconds since 1970 (a naive datetime is read as UTC, as in CSV).
+        if series.dtype == pl.Null:
+            series = series.cast(pl.Datetime("us", "UTC"))
+        micros = series.dt.epoch("us")
+        return (micros.fill_null(0) - _PG_EPOCH_US).to_numpy(), ">i8"
+    if kind == ">f8":
+        return series.cast(pl.Float64).fill_null(0.0).to_numpy(), ">f8"
+    # Integers: a strict cast raises rather than wrap a value the column cannot hold.
+    bits = {">i8": pl.Int64, ">i4": pl.Int32, ">i2": pl.Int16}[kind]
+    return series.cast(bits, strict=True).fill_null(0).to_numpy(), kind
+
+
+def _be(values: np.ndarray[Any, Any], dtype: str) -> np.ndarray[Any, Any]:
+    """One column of per-row bytes: the values in network byte order, as an (n, width) block."""
+    encoded = np.ascontiguousarray(values.astype(dtype, copy=False))
+    return encoded.reshape(len(values), 1).view(np.uint8)
+
+
+def _rows(matrix: np.ndarray[Any, Any], validity: pa.Buffer | None) -> pa.Array:
+    """An (n, width) byte block as a binary array of n values of ``width`` bytes each."""
+    n, width = matrix.shape
+    offsets = pa.py_buffer(np.arange(0, (n + 1) * width, width, dtype=np.int64))
+    data = pa.py_buffer(np.ascontiguousarray(matrix))
+    return pa.LargeBinaryArray.from_buffers(pa.large_binary(), n, [validity, offsets, data])

@@ -1,9 +1,11 @@
 """The bulk upsert: stage a batch, classify it with one join, write only what is new or changed.
 
-A batch of one entity is deduplicated in polars (latest version per key) and loaded into a
-temporary table (COPY on PostgreSQL, executemany on SQLite). One join with the stored rows says,
-per stored key, whether the offered version is stale or differs, with the tracked fields' old
-values; polars turns that into the changed rows and their history. New keys are inserted from
+A batch of one entity is deduplicated in polars (latest version per key). On PostgreSQL a batch
+none of whose keys is stored goes into the table in one COPY (the primary key is the check).
+Otherwise the batch is loaded into a temporary table (COPY on PostgreSQL, executemany on
+SQLite); one join with the stored rows says, per stored key, whether the offered version is
+stale or differs, with the tracked fields' old values; polars turns that into the changed rows
+and their history. New keys are inserted from
 the staging table in one statement, changed rows updated in another. Re-reading a page that is
 already stored writes nothing; the cost is a few statements per batch, not a trip per record.
 """
@@ -124,15 +126,15 @@ def upsert_records(
         return UpsertResult(entity.name, 0, 0, 0, 0, 0, 0, 0)
     batch = latest_versions(prepared).with_row_index(SEQ).with_columns(pl.col(SEQ).cast(pl.Int64))
     _serialize_writers(conn, entity)
-    if conn.dialect.name == "postgresql" and not _bulk.any_stored(conn, entity.table, batch, KEY):
-        # All new (a backfill, or a first read): COPY straight into the table, one write of
-        # each row instead of two. SQLite gains nothing: it has no COPY to skip staging with.
-        stamp = pl.lit(observed_at).dt.convert_time_zone("UTC").dt.cast_time_unit("us")
-        _bulk.insert_frame(
-            conn,
-            entity.table,
-            batch.drop(SEQ).with_columns(first_seen_at=stamp, last_seen_at=stamp),
-        )
+    stamp = pl.lit(observed_at).dt.convert_time_zone("UTC").dt.cast_time_unit("us")
+    if conn.dialect.name == "postgresql" and _bulk.insert_if_new(
+        conn,
+        entity.table,
+        batch.drop(SEQ).with_columns(first_seen_at=stamp, last_seen_at=stamp),
+        KEY,
+    ):
+        # All new (a backfill, or a first read): one COPY straight into the table, one write
+        # of each row instead of two. SQLite gains nothing: it has no COPY to skip staging with.
         return UpsertResult(
             entity.name, prepared.height, batch.height, 0, 0, 0, prepared.height - batch.height, 0
         )
@@ -146,7 +148,6 @@ def upsert_records(
         inserted = staged.insert_all(constants=seen, except_seqs=MATCHED)
     staged.drop()
     conn.exec_driver_sql(f"DROP TABLE {MATCHED}")
-    stamp = pl.lit(observed_at).dt.convert_time_zone("UTC").dt.cast_time_unit("us")
     updated = _bulk.update_frame(
         conn, entity.table, plan.changed.drop(SEQ).with_columns(last_seen_at=stamp), KEY
     )

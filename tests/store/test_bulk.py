@@ -1,0 +1,170 @@
+"""The bulk paths: PostgreSQL binary COPY stores what CSV COPY stores; the all-new fast path."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+
+import polars as pl
+import pytest
+from sqlalchemy import Connection, select
+
+import store
+from store import CursorAdvance, IngestBatch, _bulk
+from store._reconcile import kpi_snapshots
+from store._repository import read_query
+from tests.store.test_upsert import time_entries
+
+T0 = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
+postgres_only = pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+
+
+def _every_kind(prefix: str) -> pl.DataFrame:
+    """Time entries with a null in every nullable column, empty and non-ASCII text, far dates."""
+    return pl.DataFrame(
+        {
+            "source_system": ["kantata"] * 4,
+            "source_id": [f"{prefix}-{i}" for i in range(4)],
+            "source_modified_at": [
+                datetime(1999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+                datetime(2000, 1, 1, tzinfo=UTC),
+                T0,
+                datetime(2262, 4, 11, tzinfo=UTC),
+            ],
+            "first_seen_at": [T0] * 4,
+            "last_seen_at": [T0] * 4,
+            "is_deleted": [False, True, False, False],
+            "project_ref": ["Zürich €", "", None, "x" * 64],
+            "entry_date": [
+                date(1970, 1, 1),
+                date(1999, 12, 31),
+                date(2000, 1, 1),
+                date(9999, 12, 31),
+            ],
+            "minutes": [0, -1, 2**62, -(2**62)],
+            "billable": [True, False, True, False],
+            "rate_minor": [None, 0, 9_223_372_036_854_775_807, -9_223_372_036_854_775_808],
+            "currency": ["USD", "EUR", "GBP", "JPY"],
+            "status": ["approved", 'say "hi", ok', "new\nline", "back\\slash"],
+            "approved_at": [None, T0, None, T0 + timedelta(microseconds=1)],
+            # An all-null column arrives as polars' Null type.
+            "invoice_ref": [None, None, None, None],
+        }
+    )
+
+
+def _stored(conn: Connection, prefix: str) -> pl.DataFrame:
+    table = store.ENTITIES["time_entries"].table
+    query = select(table).where(table.c.source_id.startswith(prefix)).order_by(table.c.source_id)
+    frame = read_query(conn, query, _bulk.polars_schema(table, list(table.c.keys())))
+    return frame.drop("source_id")
+
+
+@postgres_only
+def test_binary_copy_stores_exactly_what_csv_copy_stores(
+    db: store.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = store.ENTITIES["time_entries"].table
+    with db.begin(write=True) as conn:
+        assert _bulk._binary_kinds(conn.dialect, table, _every_kind("bin")) is not None
+        _bulk.insert_frame(conn, table, _every_kind("bin"))
+        with monkeypatch.context() as patch:
+            patch.setattr(_bulk, "_binary_kinds", lambda *_: None)
+            _bulk.insert_frame(conn, table, _every_kind("csv"))
+        binary, csv = _stored(conn, "bin"), _stored(conn, "csv")
+
+    assert binary.equals(csv)
+    expected = _every_kind("bin").drop("source_id").cast(binary.schema)  # type: ignore[arg-type]
+    assert binary.equals(expected)
+
+
+@postgres_only
+def test_binary_copy_keeps_floats_and_instants_in_other_zones(db: store.Store) -> None:
+    berlin = pl.Series([T0, T0], dtype=pl.Datetime("us", "UTC")).dt.convert_time_zone(
+        "Europe/Berlin"
+    )
+    frame = pl.DataFrame(
+        {
+            "run_id": pl.Series([1, 2], dtype=pl.Int32),
+            "as_of": berlin,
+            "kpi": ["dso", "dso"],
+            "dimension": ["all", "all"],
+            "value": [0.1, None],
+            "value_minor": [None, -5],
+            "unit": ["days", "days"],
+            "currency": [None, "EUR"],
+        }
+    )
+    with db.begin(write=True) as conn:
+        assert _bulk._binary_kinds(conn.dialect, kpi_snapshots, frame) is not None
+        _bulk.insert_frame(conn, kpi_snapshots, frame)
+    with db.begin() as conn:
+        stored = store.read_kpi_snapshots(conn)
+    assert stored["as_of"].to_list() == [T0, T0]
+    assert stored["value"].to_list() == [0.1, None]
+    assert stored["value_minor"].to_list() == [None, -5]
+    assert stored["currency"].to_list() == [None, "EUR"]
+
+
+@postgres_only
+def test_columns_the_binary_encoder_does_not_know_go_as_csv(db: store.Store) -> None:
+    table = store.ENTITIES["time_entries"].table
+    with db.begin() as conn:
+        as_text = pl.DataFrame({"minutes": ["60"]})  # text into BIGINT: the server parses it
+        assert _bulk._binary_kinds(conn.dialect, table, as_text) is None
+        quarantine = store.metadata.tables["quarantine"]
+        assert (
+            _bulk._binary_kinds(conn.dialect, quarantine, pl.DataFrame({"raw_payload": [b"x"]}))
+            is None
+        )
+
+
+@postgres_only
+def test_all_new_batch_goes_in_one_copy_and_a_stored_key_refuses_it(db: store.Store) -> None:
+    table = store.ENTITIES["time_entries"].table
+    db.upsert("time_entries", time_entries(100).filter(pl.col("source_id") == "te-1"))
+    rows = time_entries(100).with_columns(
+        source_modified_at=pl.lit(T0),
+        first_seen_at=pl.lit(T0),
+        last_seen_at=pl.lit(T0),
+        is_deleted=pl.lit(False),
+    )
+    with db.begin(write=True) as conn:
+        # te-1 is not among the sampled keys (every third row): the primary key refuses the COPY.
+        assert "te-1" not in rows["source_id"].gather_every(100 // _bulk._KEY_SAMPLE).to_list()
+        assert not _bulk.insert_if_new(conn, table, rows, ("source_system", "source_id"))
+        assert not _bulk.insert_if_new(conn, table, rows.head(2), ("source_system", "source_id"))
+        # The transaction goes on: nothing of the refused COPY is left.
+        assert _bulk.insert_if_new(conn, table, rows.slice(2), ("source_system", "source_id"))
+    assert db.count("time_entries") == 99
+
+
+def test_batch_with_one_stored_key_among_new_ones_keeps_every_guarantee(db: store.Store) -> None:
+    db.upsert(
+        "time_entries", time_entries(100).filter(pl.col("source_id") == "te-1"), observed_at=T0
+    )
+    later = T0 + timedelta(hours=1)
+    batch = time_entries(100, modified=later).with_columns(
+        status=pl.when(pl.col("source_id") == "te-1").then(pl.lit("approved")).otherwise("status")
+    )
+
+    result = db.ingest(
+        IngestBatch(
+            frames={"time_entries": batch},
+            cursor=CursorAdvance("kantata", "time_entries", "c2"),
+            observed_at=later,
+        )
+    )
+
+    upsert = result.upserts[0]
+    assert (upsert.inserted, upsert.updated, upsert.unchanged, upsert.stale) == (99, 1, 0, 0)
+    assert db.count("time_entries") == 100
+    history = db.read_history()
+    assert history.select("source_id", "field", "old_value", "new_value").rows() == [
+        ("te-1", "status", "submitted", "approved")
+    ]
+    assert db.read_cursor("kantata", "time_entries") == "c2"
+    stored = db.read_frame("time_entries").sort("source_id")
+    assert stored.filter(pl.col("source_id") == "te-1")["first_seen_at"].item() == T0
+    assert stored.filter(pl.col("source_id") != "te-1")["first_seen_at"].unique().to_list() == [
+        later
+    ]
