@@ -41,10 +41,12 @@ import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from sqlalchemy import create_engine, text
@@ -144,29 +146,104 @@ def change_one_percent(db: store.Store, frames: dict[str, pl.DataFrame], copies:
     return changed
 
 
+def _cpu_timed(owner: Any, name: str, spent: dict[str, float]) -> None:
+    """Wrap ``owner.name`` to add the CPU seconds of its calls (this process) to ``spent``."""
+    inner = getattr(owner, name)
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.process_time()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.process_time() - started
+
+    setattr(owner, name, timed)
+
+
 def child(url: str, as_of: str, cache: str | None) -> None:
     """One reconcile run in this process; prints its figures as JSON."""
+    import reconciler._service as service
     from reconciler import FrameCache, run_reconcile
 
     db = store.Store(url)
     # No overlap: the benchmark writes and reads in turn, and its whole fill is minutes old.
     frames = FrameCache(Path(cache), lookback=timedelta(0)) if cache else None
-    started = time.perf_counter()
+    # CPU seconds of this process per phase: load (Canonical.load), compute (reconcile), the
+    # rest is persist. Wall seconds per phase come from the run's own timings.
+    spent: dict[str, float] = {}
+    _cpu_timed(service.Canonical, "load", spent)
+    _cpu_timed(service, "reconcile", spent)
+    started, cpu = time.perf_counter(), time.process_time()
     report = run_reconcile(db, as_of=datetime.fromisoformat(as_of), cache=frames)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     db.dispose()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 / 1024  # KiB -> GiB
-    print(json.dumps({"wall": wall, "peak_gib": peak, "timings": report.timings,
-                      "breaks": report.result.breaks.height, "counts": report.counts}))  # fmt: skip
+    load, compute = spent.get("load", 0.0), spent.get("reconcile", 0.0)
+    split = {"load": load, "compute": compute, "persist": cpu - load - compute}
+    print(json.dumps({"wall": wall, "cpu": cpu, "peak_gib": peak, "timings": report.timings,
+                      "cpu_timings": split, "breaks": report.result.breaks.height,
+                      "counts": report.counts}))  # fmt: skip
+
+
+class ServerCpu:
+    """CPU seconds of the PostgreSQL backends serving one database, sampled from /proc.
+
+    A backend's title names its database; a thread samples every backend's user+system time
+    while the child runs and keeps each one's last value (a backend that lives less than one
+    sampling interval is missed: the child's connections live for the whole run or most of it).
+    """
+
+    def __init__(self, database: str | None, interval: float = 0.1) -> None:
+        self.database = database
+        self.interval = interval
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> ServerCpu:
+        if self.database:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.database:
+            self._stop.set()
+            self._thread.join()
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.seen.values())
+
+    def _sample(self) -> None:
+        tick = os.sysconf("SC_CLK_TCK")
+        while True:
+            for entry in Path("/proc").iterdir():
+                if not entry.name.isdigit():
+                    continue
+                try:
+                    title = (entry / "cmdline").read_bytes()
+                    if not title.startswith(b"postgres: ") or self.database.encode() not in title:  # type: ignore[union-attr]
+                        continue
+                    fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                self.seen[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick
+            if self._stop.wait(self.interval):
+                return
 
 
 def run_child(url: str, as_of: datetime, cache: Path | None = None) -> dict[str, object]:
     extra = ["--frame-cache", str(cache)] if cache else []
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", url, "--as-of", as_of.isoformat(), *extra],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
+    database = make_url(url).database if url.startswith("postgresql") else None
+    with ServerCpu(database) as server:
+        out = subprocess.run(
+            [sys.executable, __file__, "--child", url, "--as-of", as_of.isoformat(), *extra],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
     result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    if database:
+        result["server_cpu"] = server.seconds
+    result["loadavg"] = os.getloadavg()[0]
     return result
 
 
