@@ -290,19 +290,33 @@ class Collector:
             )
         return jobs
 
-    async def serve(self, stop: asyncio.Event) -> None:
-        """Run the schedule until ``stop`` is set, then let running cycles end and close."""
+    async def serve(
+        self,
+        stop: asyncio.Event,
+        *,
+        add_jobs: Callable[[AsyncIOScheduler], object] | None = None,
+    ) -> None:
+        """Run the schedule until ``stop`` is set, then let running cycles end and close.
+
+        ``add_jobs`` lets the process that owns the collector put its own jobs (reconcile,
+        alerts, resyncs) on the same scheduler.
+        """
         scheduler = AsyncIOScheduler(timezone=UTC)
         self.schedule(scheduler)
+        if add_jobs is not None:
+            add_jobs(scheduler)
         scheduler.start()
         self._scheduler = scheduler
         log.info("collector running %d streams", len(self.streams()))
         try:
             await stop.wait()
         finally:
+            # Pause first: shutting the scheduler down cancels the jobs in flight, which would
+            # turn every cycle that was about to finish into a cancelled one.
+            scheduler.pause()
+            await self._drain()
             scheduler.shutdown(wait=False)
             self._scheduler = None
-            await self._drain()
             await self.aclose()
 
     async def _drain(self, grace: float = 30.0) -> None:

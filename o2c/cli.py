@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import typer
@@ -38,6 +39,22 @@ errors = Console(stderr=True)
 
 def _settings() -> Settings:
     return load_settings()
+
+
+def _configure_logging(level: str) -> None:
+    """Log lines on stderr through rich; the libraries' routine chatter only from WARNING up."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=getattr(logging, level),
+        handlers=[RichHandler(console=errors, show_path=False)],
+        format="%(message)s",
+        force=True,
+    )
+    for chatty in ("apscheduler", "alembic", "httpx"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _open_store(settings: Settings) -> store.Store:
@@ -97,8 +114,11 @@ def config_show() -> None:
     Example: O2C_DATA_DIR=/var/lib/o2c o2c config show
     """
     for variable, value, description in describe_settings(_settings()):
-        console.print(f"{variable}={value}", highlight=False, soft_wrap=True)
-        console.print(f"    [dim]{description}[/dim]", highlight=False, soft_wrap=True)
+        # values and descriptions hold JSON brackets, which rich would take for markup
+        console.print(f"{variable}={value}", highlight=False, soft_wrap=True, markup=False)
+        console.print(
+            f"    {description}", style="dim", highlight=False, soft_wrap=True, markup=False
+        )
 
 
 @app.command("collect")
@@ -121,21 +141,13 @@ def collect(
 
     Example: O2C_COLLECTOR__SYSTEMS=salesforce,stripe o2c collect --once --check
     """
-    import logging
-
-    from rich.logging import RichHandler
 
     from collector import CollectorMetrics
     from o2c import collect as wiring
     from probes import configure_tracing
 
     settings = _settings()
-    logging.basicConfig(
-        level=logging.WARNING if once else getattr(logging, settings.log_level),
-        handlers=[RichHandler(console=errors, show_path=False)],
-        format="%(message)s",
-        force=True,
-    )
+    _configure_logging("WARNING" if once else settings.log_level)
     if system and not once:
         raise store.ConfigError(
             "--system works with --once; set O2C_COLLECTOR__SYSTEMS for the schedule"
@@ -165,6 +177,79 @@ def collect(
         db.dispose()
 
 
+@app.command("run")
+def run_command() -> None:
+    """The production process: poll every system, reconcile, and serve /metrics until stopped.
+
+    Systems, credentials and the store come from settings (`o2c config show`); a PostgreSQL store
+    may be shared by several `o2c run` processes (each stream is owned by one at a time).
+
+    Example: O2C_DATABASE_URL=postgresql+psycopg://o2c@db:5432/o2c o2c run
+    """
+
+    from collector import CollectorMetrics
+    from o2c import collect as wiring
+    from o2c import run as process
+    from probes import configure_tracing
+
+    settings = _settings()
+    _configure_logging(settings.log_level)
+    tracer = configure_tracing(settings.collector.otlp_endpoint)
+    probes = wiring.system_probes(settings, tracer_provider=tracer)
+    db = _open_store(settings)
+    try:
+        store.require_head(db.engine)
+        collector = wiring.build_collector(
+            settings, db, metrics=CollectorMetrics(), tracer_provider=tracer, probes=probes
+        )
+        jobs = process.build_jobs(settings, db, streams=collector.streams())
+        try:
+            wiring.run_forever(collector, settings, console, add_jobs=process.add_jobs(jobs))
+        finally:
+            if collector.ownership is not None:
+                collector.ownership.close()
+    finally:
+        db.dispose()
+
+
+@app.command("demo")
+def demo_command(
+    scale: float = typer.Option(
+        1.0, "--scale", help="Size of the firm; 1.0 is about 2,000 accounts."
+    ),
+    seed: int = typer.Option(7, "--seed", help="Same seed and scale, same estate."),
+    speedup: float = typer.Option(
+        600.0, "--speedup", help="The estate's clock runs this many times faster than real time."
+    ),
+    metrics_port: int = typer.Option(9464, "--metrics-port", help="Port of /metrics (0: none)."),
+    console_port: int = typer.Option(8501, "--console-port", help="Port of the console."),
+    with_console: bool = typer.Option(
+        True, "--console/--no-console", help="Start the Streamlit console too."
+    ),
+) -> None:
+    """The whole product on embedded defaults: sandbox estate, o2c run and the console, until Ctrl-C.
+
+    The store is SQLite in O2C_DATA_DIR (default ./data); a restart continues from it.
+
+    Example: o2c demo --scale 0.2 --speedup 1200
+    """
+    from o2c.demo import DemoOptions, run_demo
+
+    _configure_logging(_settings().log_level)
+    options = DemoOptions(
+        scale=scale,
+        seed=seed,
+        speedup=speedup,
+        metrics_port=metrics_port,
+        console_port=console_port,
+        console=with_console,
+    )
+    try:
+        run_demo(options, console)
+    except KeyboardInterrupt:
+        console.print("demo stopped")
+
+
 @app.command("reconcile")
 def reconcile_command(
     as_of: str | None = typer.Option(
@@ -173,7 +258,9 @@ def reconcile_command(
     fx: list[str] = typer.Option(  # noqa: B008 (typer declares options this way)
         [], "--fx", help="Rate to the reporting currency, CUR=RATE (repeatable), e.g. EUR=1.08."
     ),
-    reporting_currency: str = typer.Option("USD", "--reporting-currency", help="ISO code."),
+    reporting_currency: str | None = typer.Option(
+        None, "--reporting-currency", help="ISO code (default: O2C_RECONCILE__REPORTING_CURRENCY)."
+    ),
     cache: bool = typer.Option(
         True, "--cache/--no-cache", help="Keep frames in <data_dir>/reconcile-cache between runs."
     ),
@@ -189,7 +276,7 @@ def reconcile_command(
 
     import polars as pl
 
-    from reconciler import FrameCache, ReconcileConfig, run_reconcile
+    from reconciler import FrameCache, run_reconcile
 
     at = None
     if as_of is not None:
@@ -205,11 +292,18 @@ def reconcile_command(
             rates[code.strip()] = Decimal(rate)
         except InvalidOperation:
             raise store.ConfigError(f"--fx {item!r}: expected CUR=RATE, e.g. EUR=1.08") from None
+    settings = _settings()
+    from o2c.run import reconcile_config
+
+    base = reconcile_config(settings)
     try:
-        config = ReconcileConfig(reporting_currency=reporting_currency, fx_rates=rates)
+        config = dataclasses.replace(
+            base,
+            reporting_currency=reporting_currency or base.reporting_currency,
+            fx_rates={**settings.reconcile.fx_rates, **rates},
+        )
     except ValueError as exc:
         raise store.ConfigError(f"reconcile options: {exc}") from None
-    settings = _settings()
     db = _open_store(settings)
     try:
         store.require_head(db.engine)

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import start_http_server
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -287,8 +289,17 @@ def findings_table(findings: list[CompletenessFinding]) -> Table:
     return table
 
 
-def run_forever(collector: Collector, settings: Settings, console: Console) -> None:
-    """The long-running mode: the schedule, /metrics, and a clean stop on SIGTERM or Ctrl-C."""
+def run_forever(
+    collector: Collector,
+    settings: Settings,
+    console: Console,
+    *,
+    add_jobs: Callable[[AsyncIOScheduler], object] | None = None,
+) -> None:
+    """The long-running mode: the schedule, /metrics, and a clean stop on SIGTERM or Ctrl-C.
+
+    ``add_jobs`` puts more jobs (reconcile, alerts, resyncs: see ``o2c.run``) on the schedule.
+    """
     server = None
     c = settings.collector
     registry = collector.metrics.registry if collector.metrics is not None else None
@@ -309,7 +320,7 @@ def run_forever(collector: Collector, settings: Settings, console: Console) -> N
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await collector.serve(stop)
+        await collector.serve(stop, add_jobs=add_jobs)
 
     console.print(
         f"collecting {len(collector.streams())} streams of {', '.join(collector.config.systems)}; "

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -236,6 +238,121 @@ class CollectorSettings(_Group):
         return value
 
 
+class ReconcileSettings(_Group):
+    """The reconciler: how often it runs in the long-running process, FX and business calendars."""
+
+    interval_seconds: float = Field(
+        300.0, gt=0, description="Seconds between reconcile runs in `o2c run` (after collection)."
+    )
+    reporting_currency: str = Field(
+        "USD", description="ISO currency every amount at risk and KPI is also reported in."
+    )
+    fx_rates: dict[str, Decimal] = Field(
+        default_factory=dict,
+        description=(
+            "Units of the reporting currency one unit of each currency is worth, as JSON, "
+            'e.g. {"EUR": "1.08", "GBP": "1.27"}.'
+        ),
+    )
+    weekend: list[int] = Field(
+        [6, 7], description="ISO weekdays that are not business days (Mon=1), e.g. [6,7]."
+    )
+    holidays: dict[str, list[date]] = Field(
+        default_factory=dict,
+        description=(
+            "Public holidays per legal entity for SLA clocks in business days, as JSON, e.g. "
+            '{"US01": ["2026-12-25"], "*": ["2026-01-01"]} ("*": every entity).'
+        ),
+    )
+    cache: bool = Field(
+        True, description="Keep frames in <data_dir>/reconcile-cache to read only new rows."
+    )
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _currency(cls, value: str) -> str:
+        code = value.strip().upper()
+        if len(code) != 3 or not code.isalpha():
+            raise ValueError("an ISO 4217 code such as USD")
+        return code
+
+    @field_validator("fx_rates")
+    @classmethod
+    def _positive_rates(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for code, rate in value.items():
+            if rate <= 0:
+                raise ValueError(f"the rate of {code} must be positive")
+        return {code.strip().upper(): rate for code, rate in value.items()}
+
+    @field_validator("weekend")
+    @classmethod
+    def _weekdays(cls, value: list[int]) -> list[int]:
+        if any(day < 1 or day > 7 for day in value):
+            raise ValueError("ISO weekdays are 1 (Monday) to 7 (Sunday)")
+        return sorted(set(value))
+
+
+class ResyncSettings(_Group):
+    """Self-healing resyncs: which breaks are repaired without a person, and how hard to push.
+
+    A break type's mode defaults to its rule's remediation (``o2c resync plan`` shows it).
+    """
+
+    modes: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Mode per break type overriding its rule's remediation, as JSON: auto, approval or "
+            'manual, e.g. {"won_deal_without_project": "auto"}. Types without a repair are manual.'
+        ),
+    )
+    approval_above_minor: int | None = Field(
+        10_000_000,
+        ge=0,
+        description=(
+            "An automatic repair with more at risk than this (reporting-currency minor units) "
+            "needs approval; empty: no threshold."
+        ),
+    )
+    rate_per_minute: int = Field(
+        30, ge=1, description="Resync attempts per system per minute, over every worker."
+    )
+    rate_per_minute_by_system: dict[str, int] = Field(
+        default_factory=dict,
+        description='Per-system rates overriding rate_per_minute, as JSON, e.g. {"stripe": 10}.',
+    )
+    max_attempts: int = Field(
+        5, ge=1, le=50, description="Attempts of one request before it fails for good."
+    )
+    backoff_seconds: float = Field(
+        30.0, gt=0, description="Wait before a request's second attempt; doubles per attempt."
+    )
+    max_backoff_seconds: float = Field(
+        900.0, gt=0, description="Longest wait between two attempts of a request."
+    )
+    circuit_failures: int = Field(
+        3, ge=1, description="Consecutive failed attempts on a system that open its circuit."
+    )
+    circuit_cooldown_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="An open circuit blocks every write this long, then lets one probe through.",
+    )
+    lease_seconds: float = Field(
+        300.0,
+        gt=0,
+        description=(
+            "A claimed request (or half-open probe) not finished this long may be taken over "
+            "(SQLite; on PostgreSQL a dead worker's claim is released at once)."
+        ),
+    )
+    max_actions_per_cycle: int = Field(
+        50, ge=1, description="Requests one resync cycle runs at most."
+    )
+    distinct_approver: bool = Field(
+        True, description="Whoever asked for a resync cannot approve it (four eyes)."
+    )
+
+
 class Settings(BaseSettings):
     """Every setting of o2c-monitor."""
 
@@ -264,6 +381,8 @@ class Settings(BaseSettings):
     netsuite: NetSuiteSettings = Field(default_factory=NetSuiteSettings)
     stripe: StripeSettings = Field(default_factory=StripeSettings)
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
+    resync: ResyncSettings = Field(default_factory=ResyncSettings)
+    reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
 
     @field_validator("database_url")
     @classmethod
@@ -392,6 +511,8 @@ def describe_settings(settings: Settings) -> list[tuple[str, str, str]]:
                 shown = "(unset)"
             elif name == "database_url":
                 shown = masked_url(str(value))
+            elif isinstance(value, dict | list):
+                shown = json.dumps(value, default=str)
             else:
                 shown = str(value)
             rows.append((variable, shown, info.description or ""))

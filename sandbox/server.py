@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -261,8 +262,13 @@ def spawn(
     source: str | Path | None = None,
     speedup: float | None = None,
     timeout: float = 120.0,
+    advance_seconds: float | None = None,
 ) -> ChildSandbox:
-    """Serve in a child process (`python -m sandbox.server`) and wait for its description."""
+    """Serve in a child process (`python -m sandbox.server`) and wait for its description.
+
+    ``advance_seconds`` moves the estate's clock forward before serving (a demo resuming where
+    it stopped).
+    """
     args = [
         sys.executable,
         "-m",
@@ -279,6 +285,8 @@ def spawn(
         args += ["--from", str(source)]
     if speedup:
         args += ["--speedup", str(speedup)]
+    if advance_seconds:
+        args += ["--advance", str(advance_seconds)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
@@ -301,9 +309,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--faults")
     parser.add_argument("--from", dest="source")
     parser.add_argument("--speedup", type=float)
+    parser.add_argument(
+        "--advance", type=float, help="move the estate clock this many seconds before serving"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line, not a table")
     args = parser.parse_args(argv)
     estate = load_estate(args.scale, args.seed, args.source)
+    if args.advance:
+        estate.advance(timedelta(seconds=args.advance))
     plan = FaultPlan.load(args.faults) if args.faults else None
     sandbox = serve(estate, plan, speedup=args.speedup)
     info = sandbox.describe()

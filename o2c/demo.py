@@ -1,0 +1,283 @@
+"""`o2c demo`: the sandbox estate, the long-running process and the console, in one command.
+
+The sandbox runs in a child process (the vendors are another machine in real life, and a
+separate process keeps its HTTP servers off this process's GIL), its clock running faster than
+real time. This process runs what `o2c run` runs, against it, on a SQLite store in the data
+directory; the Streamlit console is a second child. Ctrl-C (or SIGTERM) stops all three.
+
+A restart continues: the store keeps everything, and the estate is generated again from its
+seed with its clock moved to where it stopped (``<data_dir>/demo/state.json``). Writes that
+resyncs made in the sandbox are not kept by it; the store still has what was read of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from rich.console import Console
+
+from o2c.settings import Settings, load_settings, masked_url
+from sandbox.server import ChildSandbox, spawn
+from store import ConfigError, Store, upgrade
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `o2c demo` was asked for."""
+
+    scale: float = 1.0
+    seed: int = 7
+    speedup: float = 600.0
+    metrics_port: int = 9464
+    console_port: int = 8501
+    console: bool = True
+    interval_seconds: float = 5.0
+    reconcile_seconds: float = 10.0
+
+
+class DemoState:
+    """Where the demo's estate clock stood, so that a restart continues from there."""
+
+    def __init__(self, directory: Path, options: DemoOptions) -> None:
+        self.path = directory / "state.json"
+        self.options = options
+        self.started_at: datetime | None = None
+        self.advanced = 0.0
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            if (saved.get("seed"), saved.get("scale")) == (options.seed, options.scale):
+                self.advanced = float(saved.get("advanced_seconds", 0.0))
+            else:
+                log.warning(
+                    "%s is for seed %s scale %s; starting a new estate clock",
+                    self.path,
+                    saved.get("seed"),
+                    saved.get("scale"),
+                )
+
+    def save(self, estate_now: datetime) -> None:
+        if self.started_at is None:
+            return
+        advanced = self.advanced + (estate_now - self.started_at).total_seconds()
+        body = {
+            "seed": self.options.seed,
+            "scale": self.options.scale,
+            "advanced_seconds": advanced,
+            "estate_now": estate_now.isoformat(),
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(body, indent=2))
+        tmp.replace(self.path)
+
+
+def netsuite_key(directory: Path) -> Path:
+    """The demo's NetSuite signing key (the sandbox does not verify it; real accounts do)."""
+    path = directory / "netsuite-demo.pem"
+    if not path.exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        path.chmod(0o600)
+    return path
+
+
+def vendor_overrides(sandbox: ChildSandbox, key_file: Path) -> dict[str, dict[str, str]]:
+    """Settings groups pointing every vendor at the sandbox, as an operator would write them."""
+    urls, creds = sandbox.urls, sandbox.info["credentials"]
+    return {
+        "salesforce": {
+            "instance_url": urls["salesforce"],
+            "client_id": creds["salesforce"]["client_id"],
+            "client_secret": creds["salesforce"]["client_secret"],
+            "verify": sandbox.ca_file,
+        },
+        "kantata": {
+            "base_url": f"{urls['kantata']}/api/v1",
+            "token": creds["kantata"]["access_token"],
+        },
+        "netsuite": {
+            "base_url": f"{urls['netsuite']}/services/rest",
+            "account": creds["netsuite"]["account"],
+            "client_id": creds["netsuite"]["client_id"],
+            "certificate_id": "sandbox-cert",
+            "private_key_file": str(key_file),
+        },
+        "stripe": {"api_base": urls["stripe"], "api_key": creds["stripe"]["secret_key"]},
+    }
+
+
+def demo_settings(sandbox: ChildSandbox, key_file: Path, options: DemoOptions) -> Settings:
+    """The operator's settings (environment, o2c.toml) with the vendors and pace of the demo."""
+    base = load_settings()
+    overrides: dict[str, Any] = vendor_overrides(sandbox, key_file)
+    overrides["collector"] = {
+        **base.collector.model_dump(),
+        "interval_seconds": options.interval_seconds,
+        "completeness_interval_seconds": max(60.0, options.interval_seconds * 12),
+        "metrics_port": options.metrics_port,
+    }
+    overrides["reconcile"] = {
+        **base.reconcile.model_dump(),
+        "interval_seconds": options.reconcile_seconds,
+    }
+    return load_settings(**overrides)
+
+
+class SandboxClock:
+    """The estate's now, read from the sandbox (its clock runs ``speedup`` times real time)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = f"{url}/__admin/health"
+
+    def __call__(self) -> datetime:
+        response = httpx.get(self.url, timeout=5.0)
+        response.raise_for_status()
+        now = datetime.fromisoformat(response.json()["now"])
+        return now if now.tzinfo else now.replace(tzinfo=UTC)
+
+
+def console_env(settings: Settings) -> dict[str, str]:
+    """The console child's environment: the same store and data directory, the demo's user."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("O2C_")}
+    env["O2C_DATABASE_URL"] = settings.store_url
+    env["O2C_DATA_DIR"] = str(settings.data_dir)
+    console = settings.console
+    env["O2C_CONSOLE__LOCAL_USER"] = console.local_user
+    # The demo's one user may do everything, so that every page's actions can be tried.
+    env["O2C_CONSOLE__LOCAL_ROLE"] = "approver"
+    return env
+
+
+@contextmanager
+def console_process(settings: Settings, port: int) -> Iterator[subprocess.Popen[bytes]]:
+    """`streamlit run` of the console as a child, stopped on the way out."""
+    from o2c.console import SCRIPT, streamlit_command
+
+    command = streamlit_command(SCRIPT, address=settings.console.address, port=port)
+    log_file = (settings.data_dir / "demo" / "console.log").open("ab")
+    process = subprocess.Popen(
+        command, env=console_env(settings), stdout=log_file, stderr=subprocess.STDOUT
+    )
+    try:
+        yield process
+    finally:
+        stop_child(process)
+        log_file.close()
+
+
+def stop_child(process: subprocess.Popen[Any], timeout: float = 15.0) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def sandbox_process(options: DemoOptions, state: DemoState) -> Iterator[ChildSandbox]:
+    """The sandbox estate in a child process, its clock resumed where the last demo left it."""
+    try:
+        child = spawn(
+            scale=options.scale,
+            seed=options.seed,
+            speedup=options.speedup,
+            advance_seconds=state.advanced or None,
+            timeout=600.0,
+        )
+    except RuntimeError as exc:
+        raise ConfigError(f"the sandbox did not start: {exc}") from None
+    try:
+        state.started_at = SandboxClock(child.urls["stripe"])()
+        yield child
+    finally:
+        with suppress(Exception):  # the clock is best effort: the store is what matters
+            state.save(SandboxClock(child.urls["stripe"])())
+        child.stop()
+
+
+def run_demo(options: DemoOptions, out: Console) -> None:
+    """Start everything, print where it is, and run until Ctrl-C or SIGTERM."""
+    from collector import CollectorMetrics
+    from o2c import collect as wiring
+    from o2c.run import Periodic, add_jobs, build_jobs
+
+    # Until the scheduler's own handlers are in place, SIGTERM unwinds like Ctrl-C, so that
+    # the children are stopped on every way out.
+    signal.signal(signal.SIGTERM, _interrupt)
+    base = load_settings()
+    directory = base.data_dir / "demo"
+    directory.mkdir(parents=True, exist_ok=True)
+    state = DemoState(directory, options)
+    key_file = netsuite_key(directory)
+    resumed = f", resuming {state.advanced / 86400:.1f} estate days in" if state.advanced else ""
+    out.print(
+        f"starting the sandbox estate: scale {options.scale:g}, seed {options.seed}, "
+        f"clock x{options.speedup:g}{resumed}"
+    )
+    with sandbox_process(options, state) as sandbox:
+        clock = SandboxClock(sandbox.urls["stripe"])
+        settings = demo_settings(sandbox, key_file, options)
+        db = Store(settings.store_url)
+        try:
+            upgrade(db.engine)
+            collector = wiring.build_collector(settings, db, metrics=CollectorMetrics())
+            jobs = build_jobs(settings, db, streams=collector.streams(), clock=clock)
+
+            async def save_state() -> str:
+                now = await asyncio.to_thread(clock)
+                state.save(now)
+                return f"estate clock at {now:%Y-%m-%d %H:%M}"
+
+            jobs.append(Periodic("demo clock", 15.0, save_state, first_delay=15.0))
+            with ExitStack() as children:
+                if options.console:
+                    children.enter_context(console_process(settings, options.console_port))
+                _print_urls(out, settings, options, sandbox)
+                try:
+                    wiring.run_forever(collector, settings, out, add_jobs=add_jobs(jobs))
+                finally:
+                    if collector.ownership is not None:
+                        collector.ownership.close()
+        finally:
+            db.dispose()
+    out.print("demo stopped")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _print_urls(out: Console, settings: Settings, options: DemoOptions, sb: ChildSandbox) -> None:
+    host = settings.console.address
+    if options.console:
+        out.print(f"console  http://{host}:{options.console_port}/")
+    if options.metrics_port:
+        out.print(
+            f"metrics  http://{settings.collector.metrics_host}:{options.metrics_port}/metrics"
+        )
+    out.print(f"store    {masked_url(settings.store_url)}")
+    for vendor, url in sb.urls.items():
+        out.print(f"sandbox  {vendor:<10} {url}")

@@ -1,0 +1,177 @@
+"""The long-running process (`o2c run`, `o2c demo`): collection, reconcile, alerts and resyncs on one schedule.
+
+The collector owns the scheduler; this module adds the periodic jobs that stand on the store:
+the reconcile (after collection has had its first go), the Alertmanager push and the resync
+executor. Every job runs at most once at a time, coalesces missed runs, and never takes the
+process down: a failure is logged and the next run tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from collector import last_successes
+from o2c.settings import Settings
+from reconciler import Calendar, FrameCache, ReconcileConfig, RunReport, run_reconcile
+from store import ConfigError, Store
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+"""The process's notion of now (UTC): the wall clock, or the sandbox estate's in the demo."""
+
+
+def wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def reconcile_config(settings: Settings) -> ReconcileConfig:
+    """The reconciler's configuration from the `reconcile` settings group."""
+    r = settings.reconcile
+    everywhere = frozenset(r.holidays.get("*", ()))
+    weekend = tuple(r.weekend)
+    calendars = {
+        entity: Calendar(weekend=weekend, holidays=frozenset(days) | everywhere)
+        for entity, days in r.holidays.items()
+        if entity != "*"
+    }
+    try:
+        return ReconcileConfig(
+            reporting_currency=r.reporting_currency,
+            fx_rates=dict(r.fx_rates),
+            calendars=calendars,
+            default_calendar=Calendar(weekend=weekend, holidays=everywhere),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"O2C_RECONCILE__*: {exc}") from None
+
+
+@dataclass
+class Periodic:
+    """One job of the long-running process: a name, a period and the work of one run."""
+
+    name: str
+    seconds: float
+    run: Callable[[], Awaitable[object]]
+    first_delay: float = 0.0
+    runs: int = field(default=0, init=False)
+    failures: int = field(default=0, init=False)
+    last_error: str | None = field(default=None, init=False)
+
+    async def tick(self) -> None:
+        """One run; APScheduler needs a coroutine function to await it on the event loop."""
+        started = time.monotonic()
+        try:
+            outcome = await self.run()
+        except asyncio.CancelledError:
+            # The process is stopping; a reconcile in its worker thread still ends by itself.
+            log.info("%s interrupted by shutdown", self.name)
+            return
+        except Exception as exc:  # a failed run is logged and retried on the next tick
+            self.failures += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.exception("%s failed", self.name)
+            return
+        self.runs += 1
+        self.last_error = None
+        log.info("%s done in %.1f s: %s", self.name, time.monotonic() - started, outcome)
+
+    def schedule(self, scheduler: AsyncIOScheduler) -> None:
+        scheduler.add_job(
+            self.tick,
+            "interval",
+            id=f"o2c:{self.name}",
+            name=self.name,
+            seconds=self.seconds,
+            next_run_time=datetime.now(UTC) + timedelta(seconds=self.first_delay),
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=max(1, int(self.seconds)),
+            replace_existing=True,
+        )
+
+
+class Reconciles:
+    """The periodic reconcile: ``run_reconcile`` in a worker thread (polars releases the GIL)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Store,
+        *,
+        clock: Clock = wall_clock,
+        streams: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        self.db = db
+        self.clock = clock
+        self.streams = frozenset(streams)
+        self.synced = not self.streams
+        self.config = reconcile_config(settings)
+        self.cache = (
+            FrameCache(settings.data_dir / "reconcile-cache") if settings.reconcile.cache else None
+        )
+        self.last: RunReport | None = None
+
+    def run_once(self) -> RunReport:
+        report = run_reconcile(self.db, as_of=self.clock(), config=self.config, cache=self.cache)
+        self.last = report
+        return report
+
+    def waiting_for(self) -> frozenset[tuple[str, str]]:
+        """Streams not yet read through once; empty when the reconcile may run.
+
+        Reconciling a half-read estate would raise breaks that are only unread records (a won
+        deal whose project is on the next page) and page on-call for them, so the first run
+        waits until every enabled stream has had one successful cycle, in any process.
+        """
+        if self.synced:
+            return frozenset()
+        missing = self.streams - set(last_successes(self.db))
+        self.synced = not missing
+        return missing
+
+    async def __call__(self) -> str:
+        missing = await asyncio.to_thread(self.waiting_for)
+        if missing:
+            return (
+                f"waiting for the first full read of {len(missing)} of {len(self.streams)} streams"
+            )
+        report = await asyncio.to_thread(self.run_once)
+        c = report.counts
+        return (
+            f"run {report.run_id}: {c['breaks_detected']:,} breaks "
+            f"({c['breaks_new']:,} new, {c['breaks_resolved']:,} resolved)"
+        )
+
+    def periodic(self, seconds: float, *, first_delay: float = 0.0) -> Periodic:
+        return Periodic("reconcile", seconds, self, first_delay=first_delay)
+
+
+def add_jobs(jobs: list[Periodic]) -> Callable[[AsyncIOScheduler], None]:
+    """The hook ``Collector.serve`` calls to put ``jobs`` on its scheduler."""
+
+    def hook(scheduler: AsyncIOScheduler) -> None:
+        for job in jobs:
+            job.schedule(scheduler)
+
+    return hook
+
+
+def build_jobs(
+    settings: Settings,
+    db: Store,
+    *,
+    streams: Iterable[tuple[str, str]] = (),
+    clock: Clock = wall_clock,
+) -> list[Periodic]:
+    """Every periodic job of the long-running process beside the collector's own."""
+    interval = settings.reconcile.interval_seconds
+    reconciles = Reconciles(settings, db, clock=clock, streams=streams)
+    return [reconciles.periodic(interval, first_delay=min(10.0, interval))]
