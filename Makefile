@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint bench clean
+.PHONY: venv test lint bench clean demo
 .DEFAULT_GOAL := test
 
 # Benchmarks print figures; targets are in each script's docstring.
@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The whole product on embedded defaults (SQLite in ./data, the sandbox estate); Ctrl-C stops it.
+demo: $(STAMP)
+	$(BIN)/o2c demo $(DEMO_ARGS)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
