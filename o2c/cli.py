@@ -199,6 +199,12 @@ def run_command() -> None:
     db = _open_store(settings)
     try:
         store.require_head(db.engine)
+        # A system that cannot be reached now is said once, up front; the process still starts
+        # (an outage at start-up is not a configuration error) and its cycles keep trying.
+        from o2c.check import system_problems
+
+        for problem in system_problems(settings):
+            errors.print(f"[yellow]warning:[/yellow] {problem}", highlight=False, soft_wrap=True)
         collector = wiring.build_collector(
             settings, db, metrics=CollectorMetrics(), tracer_provider=tracer, probes=probes
         )
@@ -210,6 +216,31 @@ def run_command() -> None:
                 collector.ownership.close()
     finally:
         db.dispose()
+
+
+@app.command("check")
+def check_command() -> None:
+    """Check the store and every enabled system: reachable, and our credentials accepted.
+
+    Prints one line per problem with the settings to look at; exit status 2 when there is one.
+
+    Example: O2C_COLLECTOR__SYSTEMS=kantata,stripe o2c check
+    """
+    from o2c.check import system_problems
+
+    settings = _settings()
+    db = _open_store(settings)
+    try:
+        store.require_head(db.engine)
+    finally:
+        db.dispose()
+    console.print(f"store {masked_url(settings.store_url)}: reachable, schema current")
+    problems = system_problems(settings)
+    if problems:
+        raise store.ConfigError("; ".join(problems))
+    console.print(
+        f"systems {', '.join(settings.collector.systems)}: reachable, credentials accepted"
+    )
 
 
 @app.command("demo")
