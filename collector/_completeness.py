@@ -2,8 +2,10 @@
 
 A mismatch is an *engine-health* finding (the collector may be losing records), kept apart from
 the reconciler's data breaks. A failed or empty source read never counts as complete: it is a
-finding with an error, not a match. Findings are kept in memory (latest per stream) and exported
-as metrics; nothing here writes the store.
+finding with an error, not a match. Every finding is appended to the store's
+``completeness_findings`` (``save_finding``), where the console and the exporter read the latest
+per stream (``store.read_completeness_findings``); the collector also keeps the latest in memory
+for its metrics.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from datetime import UTC, datetime
 import polars as pl
 
 from probes import Probe
-from store import Store
+from store import Store, insert_completeness_finding
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +81,27 @@ class CompletenessFinding:
                 f"store {dict(self.store_amounts)}"
             )
         return f"{self.system}/{self.stream}: mismatch: " + "; ".join(parts)
+
+
+def save_finding(store: Store, finding: CompletenessFinding) -> None:
+    """Append the finding to the store (one short transaction; raises StoreError on failure)."""
+    with store.begin(write=True) as conn:
+        insert_completeness_finding(
+            conn,
+            system=finding.system,
+            stream=finding.stream,
+            checked_at=finding.checked_at,
+            ok=finding.ok,
+            detail=finding.describe(),
+            entity=finding.entity,
+            source_records=finding.source_records,
+            store_records=finding.store_records,
+            amount_column=finding.amount_column,
+            source_amounts=finding.source_amounts,
+            store_amounts=finding.store_amounts,
+            amounts_match=finding.amounts_match,
+            error=finding.error,
+        )
 
 
 def store_totals(

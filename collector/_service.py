@@ -25,14 +25,14 @@ from typing import Any
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from collector._completeness import CompletenessFinding, check_stream
+from collector._completeness import CompletenessFinding, check_stream, save_finding
 from collector._config import CollectorConfig
 from collector._cycle import SKIPPED, CycleResult, ProgressCallback, run_cycle
 from collector._errors import CollectorError
 from collector._ownership import Ownership
 from collector.metrics import CollectorMetrics
 from probes import Probe
-from store import Store
+from store import Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -228,6 +228,10 @@ class Collector:
                 if lease is not None:
                     await asyncio.to_thread(lease.release)
         self._record_finding(finding)
+        try:
+            await asyncio.to_thread(save_finding, self.store, finding)
+        except StoreError as exc:  # the finding still reaches the log and the metrics
+            log.warning("completeness %s/%s: finding not stored: %s", system, stream, exc)
         return finding
 
     def _record_finding(self, finding: CompletenessFinding) -> None:

@@ -13,6 +13,11 @@ from store._alerts import (
     read_latest_snapshot,
     read_source_health,
 )
+from store._completeness import (
+    COMPLETENESS_COLUMNS,
+    insert_completeness_finding,
+    read_completeness_findings,
+)
 from store._console import (
     acknowledge_break,
     read_acknowledgements,
@@ -115,6 +120,7 @@ __all__ = [
     "ACCOUNT",
     "ACTIVE_REQUEST_STATUSES",
     "BREAK_COLUMNS",
+    "COMPLETENESS_COLUMNS",
     "ENTITIES",
     "INVOICE",
     "MILESTONE",
@@ -164,6 +170,7 @@ __all__ = [
     "get_resync_request",
     "head_revision",
     "insert_break_transitions",
+    "insert_completeness_finding",
     "insert_kpi_snapshot",
     "insert_resync_request",
     "last_reconcile_as_of",
@@ -183,6 +190,7 @@ __all__ = [
     "read_canonical",
     "read_circuit",
     "read_circuit_states",
+    "read_completeness_findings",
     "read_kpi_snapshots",
     "read_latest_snapshot",
     "read_probe_health",

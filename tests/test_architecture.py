@@ -57,6 +57,8 @@ def test_store_public_surface_is_pinned() -> None:
             "insert_kpi_snapshot", "last_reconcile_as_of", "last_written", "read_canonical", "list_reconcile_runs", "lock_break_register", "read_break_register",
             "read_break_transitions", "read_kpi_snapshots", "read_probe_health",
             "set_break_acceptance", "start_reconcile_run", "write_break_register",
+            # completeness findings of the collector (store/_completeness.py)
+            "COMPLETENESS_COLUMNS", "insert_completeness_finding", "read_completeness_findings",
             # resync requests, approvals, attempts, audit and circuits (store/_resync.py)
             "ACTIVE_REQUEST_STATUSES", "REQUEST_STATUSES", "CircuitState", "ResyncRequest",
             "abandon_resync_attempts", "append_resync_audit", "claim_resync_request",
