@@ -120,6 +120,29 @@ def synced_firm(sb: Sandbox, estate: Estate, key: Path, url: str, **collector: A
     return Firm(estate, sb, db, settings)
 
 
+def vendor_duplicates(firm: Firm) -> dict[str, int]:
+    """Records the same repair key names more than once, per vendor, in the sandbox's own data."""
+    e = firm.estate
+    refs = e.frame("kantata", "external_references").filter(
+        pl.col("service_model") == "Opportunity"
+    )
+    titled = e.frame("kantata", "workspaces").filter(pl.col("title").str.contains(r"\[006"))
+    customers = e.frame("netsuite", "customer").filter(pl.col("externalid").is_not_null())
+    invoices = (
+        e.frame("stripe", "invoices")
+        .with_columns(pl.col("metadata").struct.field("netsuite_id").alias("ns"))
+        .filter(pl.col("ns").is_not_null())
+    )
+    return {
+        "kantata": refs.height
+        - refs["service_model_ref"].n_unique()
+        + titled.height
+        - titled["title"].n_unique(),
+        "netsuite": customers.height - customers["externalid"].n_unique(),
+        "stripe": invoices.height - invoices["ns"].n_unique(),
+    }
+
+
 @pytest.fixture
 def firm(store_url: str, key_file: Path) -> Iterator[Firm]:
     """A fresh firm (its own estate: tests write to it) synced into an empty store."""

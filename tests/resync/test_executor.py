@@ -25,7 +25,7 @@ from reconciler.resync import (
     read_audit,
     request_resync,
 )
-from tests.resync.conftest import FAST_POLICY, HEALABLE, Firm
+from tests.resync.conftest import FAST_POLICY, HEALABLE, Firm, vendor_duplicates
 
 
 def only(*types: str, **extra: object) -> ResyncPolicy:
@@ -34,29 +34,6 @@ def only(*types: str, **extra: object) -> ResyncPolicy:
     modes.update({t: "auto" for t in types})
     fields = {**FAST_POLICY.__dict__, "modes": modes, **extra}
     return ResyncPolicy(**fields)  # type: ignore[arg-type]
-
-
-def vendor_duplicates(firm: Firm) -> dict[str, int]:
-    """Records the same repair key names more than once, per vendor, in the sandbox's own data."""
-    e = firm.estate
-    refs = e.frame("kantata", "external_references").filter(
-        pl.col("service_model") == "Opportunity"
-    )
-    titled = e.frame("kantata", "workspaces").filter(pl.col("title").str.contains(r"\[006"))
-    customers = e.frame("netsuite", "customer").filter(pl.col("externalid").is_not_null())
-    invoices = (
-        e.frame("stripe", "invoices")
-        .with_columns(pl.col("metadata").struct.field("netsuite_id").alias("ns"))
-        .filter(pl.col("ns").is_not_null())
-    )
-    return {
-        "kantata": refs.height
-        - refs["service_model_ref"].n_unique()
-        + titled.height
-        - titled["title"].n_unique(),
-        "netsuite": customers.height - customers["externalid"].n_unique(),
-        "stripe": invoices.height - invoices["ns"].n_unique(),
-    }
 
 
 def test_lost_responses_do_not_create_second_records(firm: Firm) -> None:
