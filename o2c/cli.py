@@ -259,6 +259,13 @@ def demo_command(
     with_console: bool = typer.Option(
         True, "--console/--no-console", help="Start the Streamlit console too."
     ),
+    with_prometheus: bool = typer.Option(
+        False,
+        "--with-prometheus",
+        help="Also start Prometheus (the project's rules) and Alertmanager, when installed.",
+    ),
+    prometheus_port: int = typer.Option(9090, "--prometheus-port", help="Prometheus port."),
+    alertmanager_port: int = typer.Option(9093, "--alertmanager-port", help="Alertmanager port."),
 ) -> None:
     """The whole product on embedded defaults: sandbox estate, o2c run and the console, until Ctrl-C.
 
@@ -276,6 +283,9 @@ def demo_command(
         metrics_port=metrics_port,
         console_port=console_port,
         console=with_console,
+        with_prometheus=with_prometheus,
+        prometheus_port=prometheus_port,
+        alertmanager_port=alertmanager_port,
     )
     try:
         run_demo(options, console)

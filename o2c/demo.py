@@ -47,6 +47,9 @@ class DemoOptions:
     metrics_port: int = 9464
     console_port: int = 8501
     console: bool = True
+    with_prometheus: bool = False
+    prometheus_port: int = 9090
+    alertmanager_port: int = 9093
     interval_seconds: float = 5.0
     reconcile_seconds: float = 10.0
 
@@ -127,7 +130,13 @@ def vendor_overrides(sandbox: ChildSandbox, key_file: Path) -> dict[str, dict[st
     }
 
 
-def demo_settings(sandbox: ChildSandbox, key_file: Path, options: DemoOptions) -> Settings:
+def demo_settings(
+    sandbox: ChildSandbox,
+    key_file: Path,
+    options: DemoOptions,
+    *,
+    alertmanager_url: str | None = None,
+) -> Settings:
     """The operator's settings (environment, o2c.toml) with the vendors and pace of the demo."""
     base = load_settings()
     overrides: dict[str, Any] = vendor_overrides(sandbox, key_file)
@@ -141,6 +150,13 @@ def demo_settings(sandbox: ChildSandbox, key_file: Path, options: DemoOptions) -
         **base.reconcile.model_dump(),
         "interval_seconds": options.reconcile_seconds,
     }
+    overrides["alerts"] = {
+        **base.alerts.model_dump(),
+        "console_url": f"http://{base.console.address}:{options.console_port}",
+        "interval_seconds": min(base.alerts.interval_seconds, 30.0),
+    }
+    if alertmanager_url:
+        overrides["alerts"]["alertmanager_url"] = alertmanager_url
     return load_settings(**overrides)
 
 
@@ -220,10 +236,6 @@ def sandbox_process(options: DemoOptions, state: DemoState) -> Iterator[ChildSan
 
 def run_demo(options: DemoOptions, out: Console) -> None:
     """Start everything, print where it is, and run until Ctrl-C or SIGTERM."""
-    from collector import CollectorMetrics
-    from o2c import collect as wiring
-    from o2c.run import Periodic, add_jobs, build_jobs
-
     # Until the scheduler's own handlers are in place, SIGTERM unwinds like Ctrl-C, so that
     # the children are stopped on every way out.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -241,29 +253,58 @@ def run_demo(options: DemoOptions, out: Console) -> None:
         clock = SandboxClock(sandbox.urls["stripe"])
         settings = demo_settings(sandbox, key_file, options)
         db = Store(settings.store_url)
-        try:
-            upgrade(db.engine)
-            collector = wiring.build_collector(settings, db, metrics=CollectorMetrics())
-            jobs = build_jobs(settings, db, streams=collector.streams(), clock=clock)
-
-            async def save_state() -> str:
-                now = await asyncio.to_thread(clock)
-                state.save(now)
-                return f"estate clock at {now:%Y-%m-%d %H:%M}"
-
-            jobs.append(Periodic("demo clock", 15.0, save_state, first_delay=15.0))
-            with ExitStack() as children:
-                if options.console:
-                    children.enter_context(console_process(settings, options.console_port))
-                _print_urls(out, settings, options, sandbox)
-                try:
-                    wiring.run_forever(collector, settings, out, add_jobs=add_jobs(jobs))
-                finally:
-                    if collector.ownership is not None:
-                        collector.ownership.close()
-        finally:
-            db.dispose()
+        with ExitStack() as children:
+            monitoring: dict[str, str] = {}
+            if options.with_prometheus:
+                monitoring = children.enter_context(
+                    prometheus_processes(settings, options, directory)
+                )
+                settings = demo_settings(
+                    sandbox, key_file, options, alertmanager_url=monitoring["alertmanager"]
+                )
+            _run(options, out, settings, db, clock, state, sandbox, monitoring, children)
     out.print("demo stopped")
+
+
+def _run(
+    options: DemoOptions,
+    out: Console,
+    settings: Settings,
+    db: Store,
+    clock: SandboxClock,
+    state: DemoState,
+    sandbox: ChildSandbox,
+    monitoring: dict[str, str],
+    children: ExitStack,
+) -> None:
+    """What `o2c run` runs, on the demo's clock, with the console beside it."""
+    from collector import CollectorMetrics
+    from o2c import collect as wiring
+    from o2c.run import Periodic, add_jobs, build_jobs
+
+    try:
+        upgrade(db.engine)
+        collector = wiring.build_collector(settings, db, metrics=CollectorMetrics())
+        jobs = build_jobs(settings, db, streams=collector.streams(), clock=clock)
+
+        async def save_state() -> str:
+            now = await asyncio.to_thread(clock)
+            state.save(now)
+            return f"estate clock at {now:%Y-%m-%d %H:%M}"
+
+        jobs.append(Periodic("demo clock", 15.0, save_state, first_delay=15.0))
+        if options.console:
+            children.enter_context(console_process(settings, options.console_port))
+        _print_urls(out, settings, options, sandbox)
+        for name, url in monitoring.items():
+            out.print(f"{name:<8} {url}")
+        try:
+            wiring.run_forever(collector, settings, out, add_jobs=add_jobs(jobs))
+        finally:
+            if collector.ownership is not None:
+                collector.ownership.close()
+    finally:
+        db.dispose()
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -281,3 +322,82 @@ def _print_urls(out: Console, settings: Settings, options: DemoOptions, sb: Chil
     out.print(f"store    {masked_url(settings.store_url)}")
     for vendor, url in sb.urls.items():
         out.print(f"sandbox  {vendor:<10} {url}")
+
+
+@contextmanager
+def prometheus_processes(
+    settings: Settings, options: DemoOptions, directory: Path
+) -> Iterator[dict[str, str]]:
+    """Prometheus (scraping /metrics, evaluating the project's rules) and Alertmanager, as children.
+
+    Alertmanager gets the example configuration with its receivers emptied: the demo shows the
+    alerts in Alertmanager's UI without sending notifications anywhere.
+    """
+    import shutil
+
+    import yaml
+
+    from alerts import ALERTMANAGER_EXAMPLE, RULES_DIR
+
+    prometheus = shutil.which("prometheus")
+    alertmanager = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if prometheus is None or alertmanager is None:
+        raise ConfigError(
+            "--with-prometheus needs the prometheus and alertmanager binaries on PATH "
+            "(Debian: apt install prometheus prometheus-alertmanager)"
+        )
+    if not options.metrics_port:
+        raise ConfigError("--with-prometheus needs /metrics: set --metrics-port to a port")
+    host = "127.0.0.1"
+    am_address = f"{host}:{options.alertmanager_port}"
+    am_config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    am_config["receivers"] = [{"name": r["name"]} for r in am_config.get("receivers", [])]
+    (directory / "alertmanager.yml").write_text(yaml.safe_dump(am_config, sort_keys=False))
+    prom_config = {
+        "global": {"scrape_interval": "15s", "evaluation_interval": "15s"},
+        "rule_files": [str(path) for path in sorted(RULES_DIR.glob("*.yml"))],
+        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [am_address]}]}]},
+        "scrape_configs": [
+            {
+                "job_name": "o2c",
+                "static_configs": [{"targets": [f"{host}:{options.metrics_port}"]}],
+            }
+        ],
+    }
+    (directory / "prometheus.yml").write_text(yaml.safe_dump(prom_config, sort_keys=False))
+    log_file = (directory / "prometheus.log").open("ab")
+    children = []
+    try:
+        children.append(
+            subprocess.Popen(
+                [
+                    alertmanager,
+                    f"--config.file={directory / 'alertmanager.yml'}",
+                    f"--storage.path={directory / 'alertmanager-data'}",
+                    f"--web.listen-address={am_address}",
+                    "--cluster.listen-address=",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        children.append(
+            subprocess.Popen(
+                [
+                    prometheus,
+                    f"--config.file={directory / 'prometheus.yml'}",
+                    f"--storage.tsdb.path={directory / 'prometheus-data'}",
+                    f"--web.listen-address={host}:{options.prometheus_port}",
+                ],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
+        )
+        yield {
+            "prometheus": f"http://{host}:{options.prometheus_port}",
+            "alertmanager": f"http://{am_address}",
+        }
+    finally:
+        for child in reversed(children):
+            stop_child(child)
+        log_file.close()

@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from alerts import PushReport, push_stuck_alerts
 from collector import last_successes
 from o2c.settings import Settings
 from reconciler import Calendar, FrameCache, ReconcileConfig, RunReport, run_reconcile
@@ -174,4 +175,19 @@ def build_jobs(
     """Every periodic job of the long-running process beside the collector's own."""
     interval = settings.reconcile.interval_seconds
     reconciles = Reconciles(settings, db, clock=clock, streams=streams)
-    return [reconciles.periodic(interval, first_delay=min(10.0, interval))]
+    jobs = [reconciles.periodic(interval, first_delay=min(10.0, interval))]
+    alerts = settings.alerts
+    if alerts.alertmanager_url:
+        url = alerts.alertmanager_url
+
+        def push() -> PushReport:
+            return push_stuck_alerts(db, url, console_url=alerts.console_url, now=clock())
+
+        async def push_alerts() -> str:
+            report = await asyncio.to_thread(push)
+            if report.error:  # said every time: alerts that do not reach on-call matter
+                log.warning("alertmanager push failed: %s", report.error)
+            return f"{report.firing:,} firing, {report.resolved:,} resolved"
+
+        jobs.append(Periodic("alertmanager push", alerts.interval_seconds, push_alerts))
+    return jobs

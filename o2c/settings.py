@@ -238,6 +238,32 @@ class CollectorSettings(_Group):
         return value
 
 
+class AlertsSettings(_Group):
+    """Direct stuck-transaction alerts pushed to Alertmanager by the long-running process."""
+
+    alertmanager_url: str | None = Field(
+        None,
+        description=(
+            "Alertmanager base URL, e.g. http://127.0.0.1:9093 (alerts go to /api/v2/alerts); "
+            "unset: no direct alerts (the Prometheus rules still fire)."
+        ),
+    )
+    console_url: str = Field(
+        "http://127.0.0.1:8501",
+        description="The console's address as on-call reaches it: each alert links to its break.",
+    )
+    interval_seconds: float = Field(
+        60.0, gt=0, description="Seconds between pushes (firing alerts are re-sent each time)."
+    )
+
+    @field_validator("alertmanager_url", "console_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+
 class ReconcileSettings(_Group):
     """The reconciler: how often it runs in the long-running process, FX and business calendars."""
 
@@ -383,6 +409,7 @@ class Settings(BaseSettings):
     collector: CollectorSettings = Field(default_factory=CollectorSettings)
     resync: ResyncSettings = Field(default_factory=ResyncSettings)
     reconcile: ReconcileSettings = Field(default_factory=ReconcileSettings)
+    alerts: AlertsSettings = Field(default_factory=AlertsSettings)
 
     @field_validator("database_url")
     @classmethod
