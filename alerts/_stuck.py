@@ -156,7 +156,7 @@ def build_alerts(
                 },
                 "startsAt": _rfc3339(starts),
                 "endsAt": _rfc3339(ends),
-                "generatorURL": f"{console}/breaks?break_id={row['break_id']}",
+                "generatorURL": f"{console}/breaks?break={row['break_id']}",
             }
         )
     return alerts

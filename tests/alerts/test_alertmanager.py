@@ -8,6 +8,7 @@ estate reconciled for real, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ import yaml
 
 import alerts
 import store
-from reconciler import run_reconcile
+from reconciler import accept_break, run_reconcile
 from tests.alerts.servers import Webhook, free_port, process, wait_for
 from tests.reconciler.estate import AS_OF, Estate, ago, day
 from tests.reconciler.test_kpis import CONFIG, estate
@@ -104,7 +105,7 @@ def test_stuck_breaks_become_one_alert_each_with_bounded_labels(db: store.Store)
     assert "O5" in won["annotations"]["records"]
     assert won["annotations"]["amount"] == "100.00 USD"
     assert won["annotations"]["age_days"] == "26.0"  # won 40 days ago, 14 days of grace
-    assert won["generatorURL"] == f"{CONSOLE}/breaks?break_id={won['labels']['break_id']}"
+    assert won["generatorURL"] == f"{CONSOLE}/breaks?break={won['labels']['break_id']}"
     billing = by_type["invoice_missing_in_billing"]["labels"]
     assert (billing["stage"], billing["systems"]) == ("invoiced", "netsuite,stripe")
     for alert in built:
@@ -179,3 +180,45 @@ def test_an_unreachable_alertmanager_is_reported_not_raised(db: store.Store) -> 
         db, f"http://127.0.0.1:{free_port()}", console_url=CONSOLE, now=AS_OF
     )
     assert not report.ok and report.error and report.firing == 4
+
+
+def test_each_push_resends_what_fires_and_an_accepted_break_ends_then_drops_out(
+    db: store.Store,
+) -> None:
+    posted: list[list[dict[str, Any]]] = []
+
+    def alertmanager(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/api/v2/alerts"
+        posted.append(json.loads(request.content))
+        return httpx.Response(200)
+
+    client = httpx.Client(transport=httpx.MockTransport(alertmanager))
+    stuck_estate().write(db)
+    run_reconcile(db, as_of=AS_OF, config=CONFIG)
+
+    def push(now: datetime) -> dict[str, dict[str, Any]]:
+        report = alerts.push_stuck_alerts(db, "http://am.test", console_url=CONSOLE, now=now,
+                                          client=client)  # fmt: skip
+        assert report.ok
+        return {a["labels"]["break_type"]: a for a in posted[-1]}
+
+    first = push(AS_OF)
+    again = push(AS_OF + timedelta(minutes=1))  # a restarted process sends the same alerts
+    assert {k: a["labels"] for k, a in again.items()} == {k: a["labels"] for k, a in first.items()}
+    wall = datetime.now(UTC)
+    assert all(datetime.fromisoformat(a["endsAt"]) > wall for a in again.values())
+
+    won_id = first["won_deal_without_project"]["labels"]["break_id"]
+    accepted_at = AS_OF + timedelta(hours=1)
+    accept_break(db, won_id, note="customer postponed the start", actor="ops@example.com",
+                 until=AS_OF + timedelta(days=30), at=accepted_at)  # fmt: skip
+    ended = push(accepted_at + timedelta(minutes=1))
+    assert (
+        ended["won_deal_without_project"]["labels"] == first["won_deal_without_project"]["labels"]
+    )
+    assert datetime.fromisoformat(ended["won_deal_without_project"]["endsAt"]) == accepted_at
+    assert datetime.fromisoformat(ended["approved_time_not_invoiced"]["endsAt"]) > wall
+
+    later = push(accepted_at + timedelta(minutes=30))  # past the 15 minutes of resending
+    assert "won_deal_without_project" not in later
+    assert len(later) == 3
