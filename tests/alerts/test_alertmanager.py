@@ -158,7 +158,8 @@ def test_alertmanager_groups_by_stage_mutes_stale_sources_and_resolves(
     e.write(db)
     run_reconcile(db, as_of=later, config=CONFIG)
     report = alerts.push_stuck_alerts(db, url, console_url=CONSOLE, now=later)
-    assert report.ok and (report.firing, report.resolved) == (3, 1)
+    sent = sorted((a["labels"]["break_type"], a["annotations"]["status"]) for a in report.alerts)
+    assert report.ok and (report.firing, report.resolved) == (3, 1), sent
 
     def resolved() -> list[dict[str, Any]]:
         return [a for a in notified(hook, "/o2c/oncall") if a["status"] == "resolved"]
