@@ -11,6 +11,7 @@ back the same.
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,6 +36,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.types import BigInteger, Boolean, Date, Integer
 
 from store._types import SQLITE_TIMESTAMP_FORMAT, UTCDateTime
+
+_log = logging.getLogger(__name__)
 
 _PG_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%S%.6f+00:00"
 _COPY_CHUNK = 1 << 20
@@ -177,10 +180,67 @@ def update_frame(conn: Connection, table: Table, frame: pl.DataFrame, key: Seque
 
 
 def read_sql(conn: Connection, sql: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """Rows of a SELECT as a typed frame: through COPY on PostgreSQL, raw rows on SQLite."""
+    """Rows of a SELECT as a typed frame: through COPY on PostgreSQL, raw rows on SQLite.
+
+    Every statement runs on ``conn``, in its transaction: for large reads of committed data
+    see ``read_arrow``.
+    """
     if conn.dialect.name == "postgresql":
         return copy_out(conn, sql, schema)
     return sqlite_decode(_fetchall(conn, sql, ()), schema)
+
+
+def read_arrow(conn: Connection, sql: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """Rows of a SELECT as a typed frame, read as Arrow by the ADBC driver on PostgreSQL.
+
+    The frame is the one ``read_sql`` returns (same dtypes, UTC times, nulls), built without a
+    Python object per value: the server sends binary COPY, which the driver decodes into Arrow
+    arrays in native code. The driver has its own connection, which reads in the snapshot of
+    ``conn``'s transaction (exported and imported), so it sees what a statement on ``conn``
+    would see. ``read_sql`` runs instead when ``conn``'s transaction has written (its writes
+    are not committed, so another connection would not see them), when the driver is not
+    installed or cannot connect with the engine's URL, or when it returns a column that does
+    not convert exactly.
+
+    SQLite always reads through ``read_sql``: its ADBC driver (like connectorx) links its own
+    copy of SQLite, and two copies in one process break SQLite's POSIX locks (closing either's
+    file descriptor drops the other's locks; sqlite.org/howtocorrupt.html 2.2.1). Seen here:
+    stale reads, then "disk I/O error" in the collector's writes while a reconcile read in
+    the same process (o2c demo, 2026-12-02).
+    """
+    try:
+        table = _adbc_postgresql(conn, sql) if conn.dialect.name == "postgresql" else None
+        if table is None:
+            return read_sql(conn, sql, schema)
+        if table.column_names != list(schema):
+            raise ValueError(f"columns {table.column_names} read, {list(schema)} asked for")
+        frame = pl.DataFrame(pl.from_arrow(table))
+        # Strict: a value the schema's type cannot hold exactly raises instead of changing.
+        return frame.cast(schema, strict=True)  # type: ignore[arg-type]
+    except (ImportError, ValueError, pl.exceptions.PolarsError) as exc:
+        _log.warning("Arrow read not used (%s); reading through the transaction", exc)
+    except Exception as exc:  # the ADBC driver's own errors (adbc_driver_manager.Error)
+        if type(exc).__module__.split(".")[0] != "adbc_driver_manager":
+            raise
+        _log.warning("Arrow read failed (%s); reading through the transaction", exc)
+    return read_sql(conn, sql, schema)
+
+
+def _adbc_postgresql(conn: Connection, sql: str) -> pa.Table | None:
+    written = conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar_one()
+    if written is not None or conn.in_nested_transaction():
+        return None
+    import adbc_driver_postgresql.dbapi as adbc_postgresql
+
+    uri = conn.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    snapshot = conn.exec_driver_sql("SELECT pg_export_snapshot()").scalar_one()
+    with adbc_postgresql.connect(uri, autocommit=False) as reader, reader.cursor() as cursor:
+        cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        cursor.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+        cursor.execute(sql)
+        table: pa.Table = cursor.fetch_arrow_table()
+        reader.rollback()
+    return table
 
 
 def copy_out(conn: Connection, sql: str, schema: dict[str, pl.DataType]) -> pl.DataFrame:
@@ -209,7 +269,12 @@ def copy_out(conn: Connection, sql: str, schema: dict[str, pl.DataType]) -> pl.D
 
 def sqlite_decode(rows: list[tuple[Any, ...]], schema: dict[str, pl.DataType]) -> pl.DataFrame:
     """Rows as SQLite stores them (text times and dates, 0/1 booleans) to a typed frame."""
-    stored = {
+    return _sqlite_typed(pl.DataFrame(rows, schema=_sqlite_stored(schema), orient="row"), schema)
+
+
+def _sqlite_stored(schema: dict[str, pl.DataType]) -> dict[str, pl.DataType]:
+    """How SQLite holds each column of a schema: times and dates as text, booleans as 0/1."""
+    return {
         n: (
             pl.String()
             if isinstance(d, pl.Datetime) or d == pl.Date
@@ -219,7 +284,10 @@ def sqlite_decode(rows: list[tuple[Any, ...]], schema: dict[str, pl.DataType]) -
         )
         for n, d in schema.items()
     }
-    frame = pl.DataFrame(rows, schema=stored, orient="row")
+
+
+def _sqlite_typed(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """A frame of SQLite's stored values (``_sqlite_stored``) converted to the schema's types."""
     return frame.with_columns(
         *(
             pl.col(n).str.to_datetime("%Y-%m-%d %H:%M:%S%.f", time_zone="UTC", time_unit="us")

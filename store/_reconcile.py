@@ -325,14 +325,16 @@ def read_canonical(
     """An entity's records (deleted ones included, unordered) as a typed frame, the fast way.
 
     ``written_after`` keeps only the versions stored after that time (``last_seen_at``): the
-    changes since an earlier read. Raw driver rows on SQLite, COPY on PostgreSQL.
+    changes since an earlier read. On PostgreSQL, read as Arrow by the ADBC driver (binary
+    COPY, in the snapshot of ``conn``'s transaction); through ``conn`` itself on SQLite, when
+    the transaction has written, or when the driver cannot be used (``_bulk.read_arrow``).
     """
     table = entity.table
     query = select(*(table.c[n] for n in columns))
     if written_after is not None:
         query = query.where(table.c.last_seen_at > written_after)
     sql = str(query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
-    return _bulk.read_sql(conn, sql, _bulk.polars_schema(table, list(columns)))
+    return _bulk.read_arrow(conn, sql, _bulk.polars_schema(table, list(columns)))
 
 
 def last_written(conn: Connection, entity: Entity) -> datetime | None:

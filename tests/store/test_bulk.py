@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Connection, select
 
 import store
-from store import CursorAdvance, IngestBatch, _bulk
+from store import CursorAdvance, IngestBatch, _bulk, _upsert
 from store._reconcile import kpi_snapshots
 from store._repository import read_query
 from tests.store.test_upsert import time_entries
@@ -168,3 +168,111 @@ def test_batch_with_one_stored_key_among_new_ones_keeps_every_guarantee(db: stor
     assert stored.filter(pl.col("source_id") != "te-1")["first_seen_at"].unique().to_list() == [
         later
     ]
+
+
+# --------------------------------------------------------------------------- Arrow reads
+
+
+def _read_both(
+    db: store.Store, monkeypatch: pytest.MonkeyPatch, written_after: datetime | None = None
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """read_canonical through the ADBC driver (never falling back) and through the transaction."""
+    entity = store.ENTITIES["time_entries"]
+    columns = [c.name for c in entity.table.columns]
+    with db.begin() as conn, monkeypatch.context() as patch:
+        if db.backend == "postgresql":  # SQLite reads through the transaction (read_arrow)
+            patch.setattr(_bulk, "read_sql", _no_fallback)
+        fast = store.read_canonical(conn, entity, columns, written_after=written_after)
+    with db.begin() as conn:
+        schema = _bulk.polars_schema(entity.table, columns)
+        sql = str(
+            select(*(entity.table.c[c] for c in columns))
+            .where(
+                entity.table.c.last_seen_at > (written_after or datetime.min.replace(tzinfo=UTC))
+            )
+            .compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+        )
+        slow = _bulk.read_sql(conn, sql, schema)
+    return fast.sort("source_id"), slow.sort("source_id")
+
+
+def _no_fallback(*_: object) -> pl.DataFrame:
+    raise AssertionError("the Arrow read fell back to reading through the transaction")
+
+
+def test_arrow_read_returns_exactly_the_frame_of_the_transaction_read(
+    db: store.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    offered = _every_kind("te").drop("first_seen_at", "last_seen_at")
+    offered = offered.with_columns(
+        source_modified_at=pl.col("source_modified_at").dt.convert_time_zone("Asia/Kolkata")
+    )
+    db.upsert("time_entries", offered, observed_at=T0)
+
+    fast, slow = _read_both(db, monkeypatch)
+
+    assert fast.equals(slow)
+    assert fast.schema == _bulk.polars_schema(store.ENTITIES["time_entries"].table, fast.columns)
+    assert fast.height == 4  # deleted records included
+    assert fast["source_modified_at"].dtype == pl.Datetime("us", "UTC")
+    assert fast.drop("first_seen_at", "last_seen_at").equals(
+        offered.with_columns(pl.col("source_modified_at").dt.convert_time_zone("UTC"))
+        .select(fast.drop("first_seen_at", "last_seen_at").columns)
+        .cast(fast.drop("first_seen_at", "last_seen_at").schema)  # type: ignore[arg-type]
+        .sort("source_id")
+    )
+
+
+def test_arrow_read_of_changes_since_a_time_and_of_nothing(
+    db: store.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db.upsert("time_entries", time_entries(3), observed_at=T0)
+    db.upsert("time_entries", time_entries(5).slice(3), observed_at=T0 + timedelta(hours=1))
+
+    fast, slow = _read_both(db, monkeypatch, written_after=T0)
+    assert fast.equals(slow)
+    assert fast["source_id"].to_list() == ["te-3", "te-4"]
+
+    fast, slow = _read_both(db, monkeypatch, written_after=T0 + timedelta(days=1))
+    assert fast.is_empty()
+    assert fast.schema == slow.schema
+
+
+def test_a_transaction_that_wrote_reads_its_own_rows(db: store.Store) -> None:
+    entity = store.ENTITIES["time_entries"]
+    with db.begin(write=True) as conn:
+        _upsert.upsert_records(conn, entity, time_entries(2), observed_at=T0)
+        read = store.read_canonical(conn, entity, ["source_id", "minutes"])
+    assert sorted(read["source_id"].to_list()) == ["te-0", "te-1"]
+
+
+@postgres_only
+def test_arrow_read_sees_the_snapshot_of_the_callers_transaction(db: store.Store) -> None:
+    entity = store.ENTITIES["time_entries"]
+    db.upsert("time_entries", time_entries(2), observed_at=T0)
+    with db.engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="REPEATABLE READ")
+        with conn.begin():
+            assert conn.exec_driver_sql("SELECT count(*) FROM time_entries").scalar_one() == 2
+            db.upsert("time_entries", time_entries(3).slice(2), observed_at=T0)  # committed
+            read = store.read_canonical(conn, entity, ["source_id"])
+    assert sorted(read["source_id"].to_list()) == ["te-0", "te-1"]
+
+
+@postgres_only
+def test_a_driver_that_fails_falls_back_to_the_transaction_read(
+    db: store.Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import adbc_driver_manager
+
+    def broken(*_: object) -> None:
+        raise adbc_driver_manager.OperationalError(
+            "cannot connect", status_code=adbc_driver_manager.AdbcStatusCode.IO
+        )
+
+    db.upsert("time_entries", time_entries(2), observed_at=T0)
+    monkeypatch.setattr(_bulk, "_adbc_postgresql", broken)
+    with db.begin() as conn:
+        read = store.read_canonical(conn, store.ENTITIES["time_entries"], ["source_id"])
+    assert sorted(read["source_id"].to_list()) == ["te-0", "te-1"]
+    assert "Arrow read failed" in caplog.text
