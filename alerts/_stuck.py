@@ -195,14 +195,15 @@ def push_stuck_alerts(
         rows, now=now, sent_at=sent_at, resend_ttl=resend_ttl, console_url=console_url,
         systems=systems,
     )  # fmt: skip
-    firing = sum(1 for a in alerts if a["endsAt"] > _rfc3339(sent_at))
-    report = dict(firing=firing, resolved=len(alerts) - firing, alerts=alerts)
+    firing = sum(1 for a in alerts if a["annotations"]["status"] in ACTIVE_STATUSES)
+    resolved = len(alerts) - firing
     if not alerts:
-        return PushReport(**report)  # type: ignore[arg-type]
+        return PushReport()
     url = f"{alertmanager_url.rstrip('/')}/api/v2/alerts"
     owned = client is None
     http = client or httpx.Client(timeout=httpx.Timeout(10.0))
     requests = 0
+    error = None
     try:
         for start in range(0, len(alerts), batch_size):
             response = http.post(url, json=alerts[start : start + batch_size])
@@ -210,11 +211,11 @@ def push_stuck_alerts(
             response.raise_for_status()
     except httpx.HTTPError as exc:
         log.warning("Alertmanager push to %s failed: %s", url, exc)
-        return PushReport(requests=requests, error=f"alertmanager: {exc}", **report)  # type: ignore[arg-type]
+        error = f"alertmanager: {exc}"
     finally:
         if owned:
             http.close()
-    return PushReport(requests=requests, **report)  # type: ignore[arg-type]
+    return PushReport(firing, resolved, requests, error, alerts)
 
 
 def involved_systems(systems: Systems | None = None) -> tuple[str, ...]:
