@@ -377,6 +377,12 @@ class ResyncSettings(_Group):
     distinct_approver: bool = Field(
         True, description="Whoever asked for a resync cannot approve it (four eyes)."
     )
+    interval_seconds: float = Field(
+        60.0, gt=0, description="Seconds between resync cycles in `o2c run`."
+    )
+    enabled: bool = Field(
+        True, description="Run resync cycles in `o2c run` (false: only `o2c resync run` writes)."
+    )
 
 
 class Settings(BaseSettings):
