@@ -43,6 +43,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from store._reconcile import _read, breaks
 from store._schema import metadata
 from store._types import UTCDateTime
 
@@ -481,6 +482,18 @@ def defer_resync_request(conn: Connection, request_id: int, *, until: datetime) 
         .where(and_(resync_requests.c.id == request_id, resync_requests.c.status == "queued"))
         .values(next_attempt_at=until)
     )
+
+
+def read_breaks(conn: Connection, break_ids: Iterable[str]) -> pl.DataFrame:
+    """The register rows of these breaks only (columns BREAK_COLUMNS), by id."""
+    ids = list(break_ids)
+    frames = [
+        _read(conn, breaks, select(breaks).where(breaks.c.break_id.in_(ids[i : i + 500])))
+        for i in range(0, len(ids), 500)
+    ]
+    if not frames:
+        return _read(conn, breaks, select(breaks).where(breaks.c.break_id.in_([])))
+    return pl.concat(frames).sort("break_id")
 
 
 # --------------------------------------------------------------------------- attempts

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import polars as pl
 from sqlalchemy import Connection
 
 import store
@@ -153,8 +152,7 @@ def _close(
 
 def _current_break(db: store.Store, break_id: str) -> BreakRef | None:
     with db.begin() as conn:
-        register = store.read_break_register(conn)
-    rows = register.filter(pl.col("break_id") == break_id)
+        rows = store.read_breaks(conn, [break_id])
     return BreakRef.from_row(rows.row(0, named=True)) if rows.height else None
 
 
@@ -332,7 +330,6 @@ async def _attempt(
             error=str(exc), retry=False,
         )  # fmt: skip
     _circuit.record_success(db, request.system, now)
-    view.forget()
     return _Done(request, attempt_id, repair)
 
 
@@ -351,8 +348,8 @@ def _confirm(
             as_of = store.last_reconcile_as_of(conn) or now
     report = run_reconcile(db, as_of=as_of, config=config.reconcile)
     with db.begin() as conn:
-        register = store.read_break_register(conn).select("break_id", "status")
-    statuses = dict(register.iter_rows())
+        register = store.read_breaks(conn, [d.request.break_id for d in done])
+    statuses = dict(register.select("break_id", "status").iter_rows())
     for item in done:
         request, repair = item.request, item.repair
         status = statuses.get(request.break_id)

@@ -53,8 +53,7 @@ def _now(now: datetime | None) -> datetime:
 
 
 def _break(conn: Any, break_id: str) -> BreakRef | None:
-    register = store.read_break_register(conn)
-    rows = register.filter(pl.col("break_id") == break_id)
+    rows = store.read_breaks(conn, [break_id])
     return BreakRef.from_row(rows.row(0, named=True)) if rows.height else None
 
 

@@ -20,7 +20,7 @@ import store
 from sandbox.apis import FaultPlan
 from sandbox.estate import Estate
 from sandbox.server import serve
-from tests.collector.conftest import sandbox_env
+from tests.collector.conftest import sandbox_env, truncate
 from tests.resync.conftest import ALL_AUTO, SCALE, SEED, synced_firm, vendor_duplicates
 
 MAX_CYCLES = 8
@@ -145,3 +145,42 @@ def test_lost_answers_and_sigkills_heal_every_automatic_break_once_with_a_comple
     assert unanswered.height >= sum(lost.values()) - 0  # a lost answer leaves a call without one
     assert not audit["summary"].drop_nulls().str.contains("Bearer |sk_test_|client_secret=").any()
     db.dispose()
+
+
+@pytest.mark.slow
+def test_two_executor_processes_on_one_postgresql_never_run_a_request_twice(
+    postgres_url: str, key_file: Path, tmp_path: Path
+) -> None:
+    truncate(postgres_url)
+    estate = Estate.generate(seed=SEED, scale=SCALE)
+    with serve(estate) as sb:
+        firm = synced_firm(sb, estate, key_file, postgres_url)
+        injected = firm.open_truth()
+        # Slow writes keep both processes busy at the same time.
+        for vendor in ("kantata", "netsuite", "stripe"):
+            firm.faults(vendor, {"kind": "latency", "seconds": 0.2, "endpoint": "*.create*"})
+        env = {**sandbox_env(sb, key_file, postgres_url, retries=3), **RESYNC_ENV}
+        env["O2C_RESYNC__LEASE_SECONDS"] = "300"  # a live worker's claim is never taken over
+        with (tmp_path / "a").open("w") as a, (tmp_path / "b").open("w") as b:
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "o2c.cli", "resync", "run"], env=env, stdout=out,
+                    stderr=subprocess.STDOUT,
+                )
+                for out in (a, b)
+            ]  # fmt: skip
+            codes = [p.wait(timeout=300) for p in procs]
+        assert codes == [0, 0], (tmp_path / "a").read_text() + (tmp_path / "b").read_text()
+        # A request is claimed by one process: the other sees it held (or done) and skips it.
+        if not firm.open_truth().is_empty():
+            run_or_kill(env, firm.db, False, random.Random(0), tmp_path / "c")
+        assert firm.open_truth().is_empty()
+        assert vendor_duplicates(firm) == {"kantata": 0, "netsuite": 0, "stripe": 0}
+
+    with firm.db.begin() as conn:
+        requests = store.read_resync_requests(conn)
+        attempts = store.read_resync_attempts(conn)
+    assert requests.height == injected.height
+    assert attempts.group_by("request_id").len()["len"].max() == 1
+    assert attempts["worker"].n_unique() == 2  # both processes did work
+    firm.db.dispose()

@@ -196,3 +196,42 @@ def test_a_manual_break_never_causes_a_write(firm: Firm) -> None:
             request_resync(firm.db, break_id=break_id, requested_by="alice", policy=policy)
     assert list_requests(firm.db).is_empty()
     assert firm.open_truth().height == firm.register().height
+
+
+# The rate and re-fetch bookkeeping is the same SQL on both backends (covered above): SQLite only.
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_the_rate_limit_spreads_a_systems_attempts_over_minutes(firm: Firm) -> None:
+    policy = only("invoice_missing_in_billing", rate_per_minute=2)
+    invoices = firm.register("invoice_missing_in_billing").height
+    t0 = firm.estate.now + timedelta(days=400)
+
+    first = firm.cycle(policy, now=t0)
+
+    assert first.count("succeeded") == 2 and first.deferred == invoices - 2
+    assert firm.open_truth("invoice_missing_in_billing").height == invoices - 2
+    same_minute = firm.cycle(policy, now=t0 + timedelta(seconds=40))
+    assert same_minute.outcomes == [] and same_minute.deferred == invoices - 2
+    # Deferred by half a minute (60 s / rate) from 40 s: due at 70 s, in the next minute.
+    next_minute = firm.cycle(policy, now=t0 + timedelta(seconds=75))
+    assert next_minute.count("succeeded") == 2
+
+
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_a_status_mismatch_is_re_fetched_and_fails_when_the_systems_really_disagree(
+    firm: Firm,
+) -> None:
+    policy = only("invoice_status_mismatch", max_attempts=2)
+    mismatches = firm.register("invoice_status_mismatch")
+    assert mismatches.height >= 1
+    firm.count_writes()
+
+    summaries = [firm.cycle(policy) for _ in range(2)]
+
+    outcomes = [o.outcome for s in summaries for o in s.outcomes]
+    assert outcomes == ["retry"] * mismatches.height + ["failed"] * mismatches.height
+    assert all("still detected" in o.detail for s in summaries for o in s.outcomes)
+    assert firm.writes() == {"salesforce": 0, "kantata": 0, "netsuite": 0, "stripe": 0}
+    calls = read_audit(firm.db, limit=None).filter(pl.col("kind") == "vendor_call")  # type: ignore[arg-type]
+    assert set(calls["system"]) == {"netsuite", "stripe"}  # both invoices read again
+    # Failed for good: the policy does not ask again; an operator may.
+    assert firm.cycle(policy).enqueued == {"auto": 0, "approval": 0}
