@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test lint bench clean demo
+.PHONY: venv test lint bench clean demo grafana-dashboards
 .DEFAULT_GOAL := test
 
 # Benchmarks print figures; targets are in each script's docstring.
@@ -22,6 +22,10 @@ venv: $(STAMP)
 # The whole product on embedded defaults (SQLite in ./data, the sandbox estate); Ctrl-C stops it.
 demo: $(STAMP)
 	$(BIN)/o2c demo $(DEMO_ARGS)
+
+# Regenerate the Grafana dashboards' JSON from their code (tests/grafana fails while it is stale).
+grafana-dashboards: $(STAMP)
+	$(BIN)/python -m grafana.generate
 
 test: $(STAMP)
 	$(BIN)/ruff check .

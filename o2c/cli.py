@@ -109,6 +109,17 @@ def db_status() -> None:
     console.print(table)
 
 
+@config_app.command("docs")
+def config_docs() -> None:
+    """Print every setting with its default and meaning as Markdown (what docs/settings.md holds).
+
+    Example: o2c config docs > docs/settings.md
+    """
+    from o2c.settings import settings_reference
+
+    print(settings_reference(), end="")
+
+
 @config_app.command("show")
 def config_show() -> None:
     """Print every setting in effect, secrets masked, with its variable and meaning.

@@ -182,6 +182,11 @@ def console_env(settings: Settings) -> dict[str, str]:
     env["O2C_CONSOLE__LOCAL_USER"] = console.local_user
     # The demo's one user may do everything, so that every page's actions can be tried.
     env["O2C_CONSOLE__LOCAL_ROLE"] = "approver"
+    collector = settings.collector
+    if collector.metrics_port:
+        env["O2C_CONSOLE__COLLECTOR_METRICS_URL"] = (
+            f"http://{collector.metrics_host}:{collector.metrics_port}/metrics"
+        )
     return env
 
 

@@ -20,7 +20,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from alerts import PushReport, push_stuck_alerts
 from collector import last_successes
 from o2c.settings import Settings
+from probes import Probe
 from reconciler import Calendar, FrameCache, ReconcileConfig, RunReport, run_reconcile
+from reconciler.resync import ResyncConfig, run_resync_cycle
 from store import ConfigError, Store
 
 log = logging.getLogger(__name__)
@@ -190,4 +192,39 @@ def build_jobs(
             return f"{report.firing:,} firing, {report.resolved:,} resolved"
 
         jobs.append(Periodic("alertmanager push", alerts.interval_seconds, push_alerts))
+    if settings.resync.enabled:
+        jobs.append(Resyncs(settings, db, clock=clock).periodic(settings.resync.interval_seconds))
     return jobs
+
+
+class Resyncs:
+    """The periodic resync cycle: what the policy repairs by itself, then every due request.
+
+    The executor gets probes of its own (not the collector's): their clients carry the audit
+    hooks, and a resync's writes never queue behind a long read.
+    """
+
+    def __init__(self, settings: Settings, db: Store, *, clock: Clock = wall_clock) -> None:
+        from o2c.resync import policy_from
+
+        self.settings = settings
+        self.db = db
+        self.clock = clock
+        self.config = ResyncConfig(policy=policy_from(settings.resync))
+        self.probes: dict[str, Probe] = {}
+
+    async def __call__(self) -> str:
+        from o2c.collect import system_probes
+
+        if not self.probes:
+            self.probes = {p.system: p.factory() for p in system_probes(self.settings)}
+        now = await asyncio.to_thread(self.clock)
+        summary = await run_resync_cycle(self.db, self.probes, config=self.config, now=now)
+        return (
+            f"{summary.count('succeeded')} succeeded, {summary.count('retry')} to retry, "
+            f"{summary.count('failed')} failed"
+        )
+
+    def periodic(self, seconds: float) -> Periodic:
+        # After the first reconcile has had its chance: resyncs act on the break register.
+        return Periodic("resync", seconds, self, first_delay=min(20.0, seconds))

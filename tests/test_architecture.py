@@ -10,7 +10,17 @@ import pytest
 import store
 
 ROOT = Path(__file__).resolve().parents[1]
-OURS = {"o2c", "store", "probes", "collector", "reconciler", "alerts", "dashboards", "sandbox"}
+OURS = {
+    "o2c",
+    "store",
+    "probes",
+    "collector",
+    "reconciler",
+    "alerts",
+    "dashboards",
+    "sandbox",
+    "grafana",
+}
 
 # What each package may import of ours. The store is the foundation; the sandbox stands in for the
 # outside world and must stay independent of the code it tests; `o2c` sits on top of everything.
@@ -23,6 +33,8 @@ ALLOWED: dict[str, set[str]] = {
     "reconciler": {"store", "probes"},
     "alerts": {"store", "reconciler"},
     "dashboards": {"store", "reconciler", "alerts"},
+    # dashboards as code; the metric names they use are checked against the catalogues by tests
+    "grafana": set(),
 }
 
 

@@ -17,6 +17,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import alerts
 import store
+from collector import CollectorMetrics, SystemProbe
+from o2c import collect as wiring
+from o2c.settings import Settings
 from reconciler import ReconcileConfig, run_reconcile
 from tests.reconciler.estate import AS_OF
 from tests.reconciler.test_kpis import estate
@@ -155,3 +158,19 @@ def test_the_catalogue_names_every_family_the_scrape_shows_once(
         )
         == 1.0
     )
+
+
+def test_the_registry_o2c_collect_serves_carries_the_exporter(db: store.Store) -> None:
+    registry = CollectorRegistry()
+    probes = [SystemProbe(s, ("x",), lambda: None) for s in alerts.involved_systems()]
+    collector = wiring.build_collector(
+        Settings(database_url=db.url), db, metrics=CollectorMetrics(registry), probes=probes
+    )
+    try:
+        assert registry.get_sample_value("o2c_exporter_store_up") == 1.0
+        names = {f.name for f in registry.collect()}
+        assert {m.family for m in alerts.METRICS} <= names
+        assert "o2c_probe_cycles" in names  # beside the collector's own
+    finally:
+        if collector.ownership is not None:
+            collector.ownership.close()
