@@ -358,13 +358,19 @@ def reconcile_command(
         )
     except ValueError as exc:
         raise store.ConfigError(f"reconcile options: {exc}") from None
+    from probes import configure_tracing
+
+    # With an OTLP endpoint the run is one span; its trace id becomes the exporter's exemplar.
+    tracer = configure_tracing(settings.collector.otlp_endpoint)
     db = _open_store(settings)
     try:
         store.require_head(db.engine)
         frames = FrameCache(settings.data_dir / "reconcile-cache") if cache else None
-        report = run_reconcile(db, as_of=at, config=config, cache=frames)
+        report = run_reconcile(db, as_of=at, config=config, cache=frames, tracer_provider=tracer)
     finally:
         db.dispose()
+        if tracer is not None:
+            tracer.shutdown()  # export the span before the command exits
     console.print(
         f"run {report.run_id} as of {report.as_of.isoformat()}"
         + (" (replay: break register unchanged)" if report.replay else "")
