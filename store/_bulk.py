@@ -226,6 +226,21 @@ def read_arrow(conn: Connection, sql: str, schema: dict[str, pl.DataType]) -> pl
     return read_sql(conn, sql, schema)
 
 
+def estimated_rows(conn: Connection, table: Table) -> float:
+    """The planner's estimate of a PostgreSQL table's rows (infinite when it has none yet).
+
+    Free to ask (no scan); 0 on other backends, which have no such estimate.
+    """
+    if conn.dialect.name != "postgresql":
+        return 0.0
+    estimate = conn.exec_driver_sql(
+        "SELECT reltuples FROM pg_class WHERE oid = to_regclass(%(name)s)", {"name": table.name}
+    ).scalar_one_or_none()
+    if estimate is None or estimate < 0:  # never vacuumed or analysed
+        return float("inf")
+    return float(estimate)
+
+
 def _adbc_postgresql(conn: Connection, sql: str) -> pa.Table | None:
     written = conn.exec_driver_sql("SELECT txid_current_if_assigned()").scalar_one()
     if written is not None or conn.in_nested_transaction():

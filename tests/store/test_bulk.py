@@ -179,10 +179,6 @@ def _read_both(
     """read_canonical through the ADBC driver (never falling back) and through the transaction."""
     entity = store.ENTITIES["time_entries"]
     columns = [c.name for c in entity.table.columns]
-    with db.begin() as conn, monkeypatch.context() as patch:
-        if db.backend == "postgresql":  # SQLite reads through the transaction (read_arrow)
-            patch.setattr(_bulk, "read_sql", _no_fallback)
-        fast = store.read_canonical(conn, entity, columns, written_after=written_after)
     with db.begin() as conn:
         schema = _bulk.polars_schema(entity.table, columns)
         sql = str(
@@ -192,6 +188,10 @@ def _read_both(
             )
             .compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
         )
+        with monkeypatch.context() as patch:
+            if db.backend == "postgresql":  # SQLite reads through the transaction (read_arrow)
+                patch.setattr(_bulk, "read_sql", _no_fallback)
+            fast = _bulk.read_arrow(conn, sql, schema)
         slow = _bulk.read_sql(conn, sql, schema)
     return fast.sort("source_id"), slow.sort("source_id")
 
@@ -238,24 +238,61 @@ def test_arrow_read_of_changes_since_a_time_and_of_nothing(
     assert fast.schema == slow.schema
 
 
+@postgres_only
+def test_whole_large_tables_are_read_as_arrow_and_the_rest_through_the_transaction(
+    db: store.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from store import _reconcile
+
+    entity = store.ENTITIES["time_entries"]
+    db.upsert("time_entries", time_entries(3), observed_at=T0)
+    with db.begin() as conn:
+        conn.exec_driver_sql("ANALYZE time_entries")
+    assert 0 < store_estimate(db, entity) < _reconcile.ARROW_READ_MIN_ROWS
+    used: list[str] = []
+    for name in ("read_arrow", "read_sql"):
+        inner = getattr(_bulk, name)
+        monkeypatch.setattr(
+            _bulk, name, lambda *a, inner=inner, name=name: used.append(name) or inner(*a)
+        )
+    with db.begin() as conn:
+        store.read_canonical(conn, entity, ["source_id"])
+        store.read_canonical(conn, entity, ["source_id"], written_after=T0)
+        monkeypatch.setattr(_reconcile, "ARROW_READ_MIN_ROWS", 3)
+        store.read_canonical(conn, entity, ["source_id"])
+        store.read_canonical(conn, entity, ["source_id"], written_after=T0)
+    assert used == ["read_sql", "read_sql", "read_arrow", "read_sql"]
+
+
+def store_estimate(db: store.Store, entity: store.Entity) -> float:
+    with db.begin() as conn:
+        return _bulk.estimated_rows(conn, entity.table)
+
+
 def test_a_transaction_that_wrote_reads_its_own_rows(db: store.Store) -> None:
     entity = store.ENTITIES["time_entries"]
     with db.begin(write=True) as conn:
         _upsert.upsert_records(conn, entity, time_entries(2), observed_at=T0)
-        read = store.read_canonical(conn, entity, ["source_id", "minutes"])
+        sql = "SELECT source_id, minutes FROM time_entries"
+        read = _bulk.read_arrow(conn, sql, {"source_id": pl.String(), "minutes": pl.Int64()})
     assert sorted(read["source_id"].to_list()) == ["te-0", "te-1"]
 
 
+SOURCE_ID: dict[str, pl.DataType] = {"source_id": pl.String()}
+
+
 @postgres_only
-def test_arrow_read_sees_the_snapshot_of_the_callers_transaction(db: store.Store) -> None:
-    entity = store.ENTITIES["time_entries"]
+def test_arrow_read_sees_the_snapshot_of_the_callers_transaction(
+    db: store.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_bulk, "read_sql", _no_fallback)  # the driver's connection reads
     db.upsert("time_entries", time_entries(2), observed_at=T0)
     with db.engine.connect() as conn:
         conn = conn.execution_options(isolation_level="REPEATABLE READ")
         with conn.begin():
             assert conn.exec_driver_sql("SELECT count(*) FROM time_entries").scalar_one() == 2
             db.upsert("time_entries", time_entries(3).slice(2), observed_at=T0)  # committed
-            read = store.read_canonical(conn, entity, ["source_id"])
+            read = _bulk.read_arrow(conn, "SELECT source_id FROM time_entries", SOURCE_ID)
     assert sorted(read["source_id"].to_list()) == ["te-0", "te-1"]
 
 
@@ -273,6 +310,6 @@ def test_a_driver_that_fails_falls_back_to_the_transaction_read(
     db.upsert("time_entries", time_entries(2), observed_at=T0)
     monkeypatch.setattr(_bulk, "_adbc_postgresql", broken)
     with db.begin() as conn:
-        read = store.read_canonical(conn, store.ENTITIES["time_entries"], ["source_id"])
+        read = _bulk.read_arrow(conn, "SELECT source_id FROM time_entries", SOURCE_ID)
     assert sorted(read["source_id"].to_list()) == ["te-0", "te-1"]
     assert "Arrow read failed" in caplog.text
