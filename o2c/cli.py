@@ -11,6 +11,7 @@ from rich.table import Table
 
 import store
 from o2c.resync import app as resync_app
+from o2c.console import console_command
 from o2c.settings import Settings, describe_settings, load_settings, masked_url
 from sandbox.cli import app as sandbox_app
 from store import O2CError
@@ -33,6 +34,7 @@ app.add_typer(config_app, name="config")
 app.add_typer(
     sandbox_app, name="sandbox", help="The simulated estate: serve it on loopback, export it."
 )
+app.command("console")(console_command)
 app.add_typer(resync_app, name="resync")
 
 console = Console()

@@ -29,14 +29,18 @@ SHOWN = (
 
 
 def _filters(choices: dict[str, list[str]]) -> BreakFilters:
+    # An alert links to one break (?break=<id>): show it whatever its status.
+    linked = st.query_params.get("break", "")
     top = st.columns([2, 1, 1, 1, 1, 1])
     search = top[0].text_input(
-        "Search by deal, invoice or any record id", key="break_search",
-        placeholder="e.g. 006000000000001 or INV-1001",
+        "Search by deal, invoice or any record id (or a break id)", value=linked,
+        key="break_search", placeholder="e.g. 006000000000001 or INV-1001",
     )  # fmt: skip
     statuses = top[1].multiselect(
-        "Status", choices["statuses"], default=["new", "open", "reopened"], key="break_status"
-    )
+        "Status", choices["statuses"],
+        default=choices["statuses"] if linked else ["new", "open", "reopened"],
+        key="break_status",
+    )  # fmt: skip
     severities = top[2].multiselect("Severity", choices["severities"], key="break_severity")
     systems = top[3].multiselect("System", choices["systems"], key="break_system")
     entities = top[4].multiselect("Legal entity", choices["legal_entities"], key="break_entity")
@@ -53,7 +57,9 @@ def _actions(user: User, shown: list[str], labels: dict[str, str]) -> None:
     st.subheader("Act on breaks")
     allowed = user.can("acknowledge")
     if not allowed:
-        st.caption(f"{user.name} is a {user.role.label}: acting on breaks needs the operator role.")
+        st.caption(
+            f"{user.name} has the {user.role.label} role: acting on breaks needs the operator role."
+        )
     with st.form("break_actions", clear_on_submit=False):
         everything = st.checkbox(f"All {len(shown):,} shown breaks", key="break_all")
         chosen = st.multiselect("Breaks", shown, format_func=labels.__getitem__, key="break_chosen")

@@ -7,7 +7,14 @@ import altair as alt
 import streamlit as st
 
 from dashboards import _ui
-from dashboards.service import deal_view, deals_with_breaks, find_deal, money_column, read_register
+from dashboards.service import (
+    break_resyncs,
+    deal_view,
+    deals_with_breaks,
+    find_deal,
+    money_column,
+    read_register,
+)
 
 
 def render() -> None:
@@ -69,5 +76,11 @@ def render() -> None:
         )  # fmt: skip
         st.markdown("**Break history**")
         st.dataframe(view.transitions, hide_index=True, width="stretch")
+        st.markdown("**Resync history**")
+        history = _ui.cached(break_resyncs, user, view.breaks["break_id"].to_list())
+        if history.height:
+            st.dataframe(history, hide_index=True, width="stretch")
+        else:
+            st.caption("No resync was asked for these breaks.")
     else:
         st.caption("No break names this deal's records.")

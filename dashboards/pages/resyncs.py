@@ -68,7 +68,7 @@ def _confirm(user: User, break_id: str) -> None:
         disabled=sent is not None or not user.can("trigger"),
         on_click=_send, args=(user, break_id),
     )  # fmt: skip
-    if sent is not None and st.button("Close", key="resync_close"):
+    if sent is not None and st.button("Done", key="resync_done"):
         st.rerun()
 
 
@@ -114,7 +114,9 @@ def render() -> None:
             format_func=labels.__getitem__, key="resync_break",
         )  # fmt: skip
         if not user.can("trigger"):
-            st.caption(f"{user.name} is a {user.role.label}: triggering needs the operator role.")
+            st.caption(
+                f"{user.name} has the {user.role.label} role: triggering needs the operator role."
+            )
         if st.button(
             "Resync…", key="resync_open", disabled=not user.can("trigger"), type="primary"
         ):
@@ -140,7 +142,9 @@ def render() -> None:
     if data.pending.height:
         st.subheader("Approve or reject")
         if not user.can("approve"):
-            st.caption(f"{user.name} is a {user.role.label}: deciding needs the approver role.")
+            st.caption(
+                f"{user.name} has the {user.role.label} role: deciding needs the approver role."
+            )
         with st.form("resync_decision"):
             request_id = st.selectbox("Request", data.pending["id"].to_list(), key="resync_req")
             note = st.text_input("Note", key="resync_note")

@@ -23,7 +23,12 @@ def render() -> None:
             st.info("No probe has run yet: start the collector (`o2c collect`).")
         st.dataframe(data.systems, hide_index=True, width="stretch")
         st.dataframe(data.streams, hide_index=True, width="stretch")
-        st.subheader("Quota use and completeness (from the collector)")
+        st.subheader("Completeness (source counts against the store)")
+        if data.completeness.is_empty():
+            st.caption("No completeness check has run yet.")
+        else:
+            st.dataframe(data.completeness, hide_index=True, width="stretch")
+        st.subheader("Quota use (from the running collector)")
         if data.collector.error:
             st.warning(data.collector.error)
         else:

@@ -1,9 +1,9 @@
 """Sources: probe health and freshness per system and stream, quota use and completeness from the
 collector's /metrics, and the quarantine (raw payload and reason of every rejected record).
 
-Quota use and completeness findings live in the running collector (it exports them as metrics,
-not in the store), so they are read from its ``/metrics`` when a URL is configured; when it
-cannot be reached the page says so instead of guessing.
+Completeness findings are in the store (the collector keeps the latest per stream); quota use
+lives only in the running collector, which exports it as a metric, so it is read from its
+``/metrics`` when a URL is configured; when that cannot be reached the page says so.
 """
 
 from __future__ import annotations
@@ -53,6 +53,8 @@ class Sources:
     """Per (system, stream): runs, last status and error, last success, records, quarantined."""
     quarantine: pl.DataFrame
     """Per (system, stream): quarantined records and the newest one's time."""
+    completeness: pl.DataFrame
+    """The latest completeness finding per (system, stream): source against store counts."""
     collector: CollectorMetrics
 
 
@@ -108,12 +110,13 @@ def sources(
         systems = store.read_probe_health(conn, as_of=now)
         streams = store.read_stream_health(conn)
         quarantine = store.read_quarantine_summary(conn)
+        completeness = store.read_completeness_findings(conn)
     systems = systems.with_columns(
         ((pl.lit(now) - pl.col("last_success_at")).dt.total_seconds() / 60)
         .round(1)
         .alias("freshness_minutes")
     )
-    return Sources(systems, streams, quarantine, read_collector_metrics(metrics_url))
+    return Sources(systems, streams, quarantine, completeness, read_collector_metrics(metrics_url))
 
 
 def decode_payload(raw: bytes) -> tuple[str, bool]:

@@ -262,6 +262,7 @@ def test_sources_show_probe_health_freshness_and_the_quarantine(filled: store.St
     assert data.quarantine.select("source_system", "stream", "records").rows() == [
         ("netsuite", "invoices", 1), ("stripe", "invoices", 1),
     ]  # fmt: skip
+    assert data.completeness.is_empty()  # no completeness check has run
     assert data.collector.error == "no collector metrics URL is configured"
 
 
