@@ -29,7 +29,8 @@ from grafana._panels import (
 
 LE = 'legal_entity=~"$legal_entity"'
 SYS = 'system=~"$system"'
-DAYS = "suffix: days"
+DAYS = "suffix:days"
+"""Grafana's custom suffix unit: '38.2 days' (its own unit d turns 38 days into weeks)."""
 MONEY = "short"
 """Money in major units of the reporting currency; the currency is in the legend."""
 

@@ -212,12 +212,33 @@ def test_one_datasource_variable_and_no_hard_coded_datasource_uid(
     assert provisioned not in json.dumps(dashboard)
 
 
+GRAFANA_UNITS = {
+    line
+    for line in (Path(__file__).parent / "grafana-units.txt").read_text().splitlines()
+    if line and not line.startswith("#")
+}
+
+
+def is_grafana_unit(unit: str) -> bool:
+    """A unit Grafana lists, or one of its custom units (``suffix:days``, ``prefix:$``)."""
+    return (
+        unit in GRAFANA_UNITS
+        or re.fullmatch(r"(suffix|prefix|si|count|currency):\S.*", unit) is not None
+    )
+
+
+def test_a_unit_is_one_grafana_knows() -> None:
+    assert {"s", "short", "none", "percentunit", "cpm"} <= GRAFANA_UNITS
+    assert is_grafana_unit("suffix:days") and not is_grafana_unit("suffix: days")
+    assert not is_grafana_unit("days") and not is_grafana_unit("")
+
+
 @every_dashboard()
 def test_every_panel_has_a_title_a_description_and_a_unit(dashboard: dict[str, Any]) -> None:
     for panel in panels(dashboard):
         assert panel["title"].strip(), panel
         assert len(panel.get("description", "")) >= 20, panel["title"]
-        assert panel["fieldConfig"]["defaults"].get("unit"), panel["title"]
+        assert is_grafana_unit(panel["fieldConfig"]["defaults"].get("unit", "")), panel["title"]
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert target["expr"].strip() and target["legendFormat"], panel["title"]
