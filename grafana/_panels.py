@@ -57,6 +57,10 @@ class Step:
     color: str
 
 
+NEUTRAL = (Step(None, "text"),)
+"""The thresholds of a panel that has none to show: every value in the text colour."""
+
+
 class _Panel(Protocol):
     def title(self, title: str) -> Self: ...
     def description(self, description: str) -> Self: ...
@@ -98,12 +102,14 @@ def _common(
     )
     if decimals is not None:
         panel = panel.decimals(decimals)
-    if steps is not None:
-        panel = panel.thresholds(
-            db.ThresholdsConfig()
-            .mode(model.ThresholdsMode.ABSOLUTE)
-            .steps([model.Threshold(value=s.value, color=s.color) for s in steps])
-        )
+    # Without thresholds of its own a panel would get Grafana's default (red from 80), which
+    # would paint any amount above 80 red: such panels get one neutral step instead.
+    steps = steps if steps is not None else NEUTRAL
+    panel = panel.thresholds(
+        db.ThresholdsConfig()
+        .mode(model.ThresholdsMode.ABSOLUTE)
+        .steps([model.Threshold(value=s.value, color=s.color) for s in steps])
+    )
     if mappings is not None:
         options = {
             value: model.ValueMappingResult(text=text, color=color, index=i)

@@ -239,6 +239,9 @@ def test_every_panel_has_a_title_a_description_and_a_unit(dashboard: dict[str, A
         assert panel["title"].strip(), panel
         assert len(panel.get("description", "")) >= 20, panel["title"]
         assert is_grafana_unit(panel["fieldConfig"]["defaults"].get("unit", "")), panel["title"]
+        # never Grafana's default thresholds (red from 80), which would paint amounts red
+        steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        assert steps[0]["value"] is None and steps[0]["color"], panel["title"]
         assert panel["targets"], panel["title"]
         for target in panel["targets"]:
             assert target["expr"].strip() and target["legendFormat"], panel["title"]
