@@ -178,7 +178,8 @@ def push_stuck_alerts(
 
     ``now`` is the business clock the register was reconciled at (the wall clock by default):
     it picks the recently ended breaks and measures ages. Alertmanager's own times (``endsAt``
-    of firing alerts) always use the wall clock.
+    of firing alerts) always use the wall clock. Call it at least every ``resend_ttl / 3`` so a
+    firing alert never expires between two pushes.
     """
     sent_at = datetime.now(UTC)
     now = (now or sent_at).astimezone(UTC)
@@ -191,10 +192,14 @@ def push_stuck_alerts(
     except Exception as exc:  # alerting never takes the process down
         log.warning("could not read stuck breaks from the store", exc_info=True)
         return PushReport(error=f"store: {exc}")
-    alerts = build_alerts(
-        rows, now=now, sent_at=sent_at, resend_ttl=resend_ttl, console_url=console_url,
-        systems=systems,
-    )  # fmt: skip
+    try:
+        alerts = build_alerts(
+            rows, now=now, sent_at=sent_at, resend_ttl=resend_ttl, console_url=console_url,
+            systems=systems,
+        )  # fmt: skip
+    except Exception as exc:  # a malformed register row must not stop the process either
+        log.warning("could not build the stuck alerts", exc_info=True)
+        return PushReport(error=f"build: {exc}")
     firing = sum(1 for a in alerts if a["annotations"]["status"] in ACTIVE_STATUSES)
     resolved = len(alerts) - firing
     if not alerts:
