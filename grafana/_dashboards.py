@@ -38,6 +38,9 @@ GREEN, ORANGE, RED = "green", "orange", "red"
 OK_FAILING = {"0": ("OK", GREEN), "1": ("FAILING", RED)}
 UP_DOWN = {"1": ("UP", GREEN), "0": ("DOWN", RED)}
 HOUR = 3600.0
+CYCLE_INTERVAL = "5m"
+"""The collector's default cycle interval per stream: rates of probe cycles (and of resyncs, which
+come as rarely) are taken over at least this long, or most windows would hold no cycle at all."""
 
 
 def _zero_per_system(expr: str, by: str = "system") -> str:
@@ -446,6 +449,7 @@ def on_call() -> dict[str, Any]:
                 "{{system}} {{outcome}}",
             ),
             width=8,
+            min_interval=CYCLE_INTERVAL,
         ),
         timeseries_panel(
             "Resync requests by status",
@@ -546,6 +550,7 @@ def pipeline() -> dict[str, Any]:
                 f"(rate(o2c_probe_cycles_total{{{SYS}}}[$__rate_interval]))",
                 "{{system}} {{status}}",
             ),
+            min_interval=CYCLE_INTERVAL,
         ),
         timeseries_panel(
             "Probe errors per minute by kind",
@@ -560,6 +565,7 @@ def pipeline() -> dict[str, Any]:
                 ),
                 "{{system}} {{kind}}",
             ),
+            min_interval=CYCLE_INTERVAL,
         ),
         timeseries_panel(
             "Probe cycle duration (p90)",
@@ -571,6 +577,7 @@ def pipeline() -> dict[str, Any]:
                 f"(rate(o2c_probe_cycle_duration_seconds_bucket{{{SYS}}}[$__rate_interval])))",
                 "{{system}}",
             ),
+            min_interval=CYCLE_INTERVAL,
         ),
         timeseries_panel(
             "Records per second",
@@ -595,6 +602,7 @@ def pipeline() -> dict[str, Any]:
                 ),
                 "{{system}} quarantined",
             ),
+            min_interval=CYCLE_INTERVAL,
         ),
     ]
     reconcile = [

@@ -160,8 +160,10 @@ def timeseries_panel(
     steps: Sequence[Step] | None = None,
     stacked: bool = False,
     bars: bool = False,
+    min_interval: str | None = None,
 ) -> timeseries.Panel:
-    """A graph over the dashboard's time range."""
+    """A graph over the dashboard's time range. ``min_interval`` keeps Grafana's step, and so
+    ``$__rate_interval``, at least that long: for events that come minutes apart."""
     panel = (
         timeseries.Panel()
         .fill_opacity(10)
@@ -177,6 +179,8 @@ def timeseries_panel(
         panel = panel.stacking(StackingConfig().mode(StackingMode.NORMAL))
     if bars:
         panel = panel.draw_style(GraphDrawStyle.BARS).fill_opacity(60)
+    if min_interval is not None:
+        panel = panel.interval(min_interval)
     return _common(
         panel, title, description, unit, queries, width=width, height=height,
         decimals=decimals, steps=steps, mappings=None,

@@ -103,13 +103,17 @@ def regex_value(values: list[str] | None) -> str:
     return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
 
 
-def interpolate(expr: str, chosen: Mapping[str, list[str] | None]) -> str:
-    """``expr`` with built-ins and the dashboard variables in ``chosen`` substituted."""
+def interpolate(
+    expr: str, chosen: Mapping[str, list[str] | None], *, min_interval: str | None = None
+) -> str:
+    """``expr`` with built-ins and the dashboard variables in ``chosen`` substituted; a panel's
+    minimum interval (its ``interval``) becomes its ``$__rate_interval``, as in Grafana."""
+    builtins = {**BUILTINS, "__rate_interval": min_interval} if min_interval else BUILTINS
 
     def value(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
-        if name in BUILTINS:
-            return BUILTINS[name]
+        if name in builtins:
+            return builtins[name]
         return regex_value(chosen[name])
 
     return re.sub(r"\$\{(\w+)\}|\$(\w+)", value, expr)

@@ -5,9 +5,9 @@ builds, with its metrics and the exporter on one registry) syncs it into a SQLit
 completeness, the reconciler runs for real, and the collector keeps polling every second while
 Prometheus scrapes /metrics every second with o2c-monitor's alert rules loaded, as in production.
 
-Grafana's substitutions are made the way Grafana makes them: ``$__rate_interval`` is 1m,
-``$__range`` 1h, a template variable is ``.*`` for All or one real value (regex-escaped) listed by
-the variable's own ``label_values`` query. Queries that may legitimately find no series in a
+Grafana's substitutions are made the way Grafana makes them: ``$__rate_interval`` is 1m (or the
+panel's minimum interval), ``$__range`` 1h, a template variable is ``.*`` for All or one real
+value (regex-escaped) listed by the variable's own ``label_values`` query. Queries that may legitimately find no series in a
 healthy estate (no probe error, no resync attempt, no quarantined record, no firing alert) are
 written to read 0 instead (see grafana/_dashboards.py), so they must have data here too.
 """
@@ -210,7 +210,8 @@ def test_every_template_variable_lists_real_values(
 def test_every_panel_query_returns_data_with_all_selected(
     prometheus_url: str, query: PanelQuery
 ) -> None:
-    expr = interpolate(query.target["expr"], dict.fromkeys(query.variables))
+    expr = interpolate(query.target["expr"], dict.fromkeys(query.variables),
+                       min_interval=query.panel.get("interval"))  # fmt: skip
     instant = query.target.get("instant", False)
     evaluate(prometheus_url, expr, instant=instant)  # an error fails at once
     wait_for(lambda: evaluate(prometheus_url, expr, instant=instant), timeout=20,
@@ -241,7 +242,9 @@ def test_every_panel_query_runs_for_each_value_of_its_variables(
         for value in variable_values(prometheus_url, query.dashboard, name):
             chosen: dict[str, list[str] | None] = dict.fromkeys(query.variables)
             chosen[name] = [value]
-            expr = interpolate(query.target["expr"], chosen)
+            expr = interpolate(
+                query.target["expr"], chosen, min_interval=query.panel.get("interval")
+            )
             (full if evaluate(prometheus_url, expr, instant=instant) else empty).append(
                 f"{name}={value}"
             )
