@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 import store
-from o2c.resync import app as resync_app
 from o2c.console import console_command
+from o2c.resync import app as resync_app
 from o2c.settings import Settings, describe_settings, load_settings, masked_url
 from sandbox.cli import app as sandbox_app
 from store import O2CError

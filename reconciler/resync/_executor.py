@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry import trace
 from sqlalchemy import Connection
 
 import store
@@ -46,6 +47,8 @@ class ResyncConfig:
     """Name recorded on claims and attempts; None: resync@<host>:<pid>."""
     enqueue: bool = True
     """Ask for the repairs the policy allows before running what is due."""
+    tracer_provider: Any | None = None
+    """OpenTelemetry provider of the ``resync <action>`` spans (None: the global one)."""
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,7 @@ async def run_resync_cycle(
     actor = _worker(config)
     wanted = set(break_ids) if break_ids is not None else None
     summary = CycleSummary()
+    tracer = trace.get_tracer("o2c.resync", tracer_provider=config.tracer_provider)
     if config.enqueue:
         summary.enqueued = enqueue_due(db, policy, now=now, break_ids=wanted)
     for probe in probes_by_system.values():
@@ -254,7 +258,18 @@ async def run_resync_cycle(
                 summary.busy += 1
                 continue
             started += 1
-            outcome = await _attempt(db, probes_by_system, claimed, view, policy, actor, now)
+            with tracer.start_as_current_span(
+                f"resync {claimed.action}",
+                attributes={
+                    "o2c.system": claimed.system, "o2c.resync.action": claimed.action,
+                    "o2c.resync.request_id": claimed.id, "o2c.resync.attempt": claimed.attempts,
+                },
+            ) as span:  # fmt: skip
+                outcome = await _attempt(db, probes_by_system, claimed, view, policy, actor, now)
+                span.set_attribute(
+                    "o2c.resync.outcome",
+                    "repaired" if isinstance(outcome, _Done) else outcome.outcome,
+                )
             if isinstance(outcome, _Done):
                 done.append(outcome)
                 if gate == "probe":

@@ -66,9 +66,12 @@ class Firm:
             frame = store.read_break_register(conn)
         return frame.filter(pl.col("break_type").is_in(types or HEALABLE))
 
-    def cycle(self, policy: ResyncPolicy = FAST_POLICY, **kwargs: Any) -> CycleSummary:
+    def cycle(
+        self, policy: ResyncPolicy = FAST_POLICY, tracer_provider: Any = None, **kwargs: Any
+    ) -> CycleSummary:
         """One resync cycle in this process, with probes built as `o2c resync run` builds them."""
-        return asyncio.run(run_cycle(self.settings, self.db, ResyncConfig(policy=policy), **kwargs))
+        config = ResyncConfig(policy=policy, tracer_provider=tracer_provider)
+        return asyncio.run(run_cycle(self.settings, self.db, config, **kwargs))
 
     def faults(self, vendor: str, *rules: dict[str, Any]) -> None:
         """Replace a simulator's fault rules (the sandbox's own fault injection)."""

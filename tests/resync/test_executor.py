@@ -13,6 +13,9 @@ from datetime import timedelta
 
 import polars as pl
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
 import store
@@ -22,6 +25,7 @@ from reconciler.resync import (
     ResyncPolicy,
     approve_request,
     list_requests,
+    plan_resync,
     read_audit,
     request_resync,
 )
@@ -36,6 +40,10 @@ def only(*types: str, **extra: object) -> ResyncPolicy:
     return ResyncPolicy(**fields)  # type: ignore[arg-type]
 
 
+def by_type_of(truth: pl.DataFrame) -> dict[str, int]:
+    return dict(truth.group_by("break_type").len().iter_rows())
+
+
 def test_lost_responses_do_not_create_second_records(firm: Firm) -> None:
     before = {
         "workspaces": firm.estate.frame("kantata", "workspaces").height,
@@ -44,6 +52,13 @@ def test_lost_responses_do_not_create_second_records(firm: Firm) -> None:
     }
     injected = firm.open_truth()
     assert injected.height >= 5
+    planned_keys = {
+        call.headers["Idempotency-Key"]
+        for item in plan_resync(firm.db, policy=FAST_POLICY)
+        for call in item.calls
+        if call.path == "/v1/invoices"
+    }
+    assert len(planned_keys) == by_type_of(injected)["invoice_missing_in_billing"]
     # The first three writes to every vendor are applied, then their answers are lost.
     for vendor in ("kantata", "netsuite", "stripe"):
         firm.faults(vendor, {"kind": "lost_response", "count": 3})
@@ -54,7 +69,7 @@ def test_lost_responses_do_not_create_second_records(firm: Firm) -> None:
     assert sum(s.count("succeeded") for s in summaries) == injected.height, summaries
     assert firm.open_truth().is_empty()
     assert vendor_duplicates(firm) == {"kantata": 0, "netsuite": 0, "stripe": 0}
-    by_type = dict(injected.group_by("break_type").len().iter_rows())
+    by_type = by_type_of(injected)
     assert firm.estate.frame("kantata", "workspaces").height == (
         before["workspaces"] + by_type["won_deal_without_project"]
     )
@@ -73,6 +88,14 @@ def test_lost_responses_do_not_create_second_records(firm: Firm) -> None:
     assert unanswered.height >= 9
     assert set(unanswered["method"]) <= {"POST", "PUT", "PATCH"}
     assert not audit["summary"].drop_nulls().str.contains("Bearer|sk_test|secret_key").any()
+    # The dry run named the very Idempotency-Keys the creates were sent with.
+    sent = {
+        json.loads(summary)["headers"]["idempotency-key"]
+        for summary in calls.filter(
+            (pl.col("method") == "POST") & (pl.col("path") == "/v1/invoices")
+        )["summary"]
+    }
+    assert sent == planned_keys
     requests = list_requests(firm.db)
     assert set(requests["status"]) == {"succeeded", "awaiting_approval"}
 
@@ -205,9 +228,15 @@ def test_the_rate_limit_spreads_a_systems_attempts_over_minutes(firm: Firm) -> N
     invoices = firm.register("invoice_missing_in_billing").height
     t0 = firm.estate.now + timedelta(days=400)
 
-    first = firm.cycle(policy, now=t0)
+    spans = InMemorySpanExporter()
+    tracing = TracerProvider()
+    tracing.add_span_processor(SimpleSpanProcessor(spans))
+
+    first = firm.cycle(policy, now=t0, tracer_provider=tracing)
 
     assert first.count("succeeded") == 2 and first.deferred == invoices - 2
+    resyncs = [s for s in spans.get_finished_spans() if s.name == "resync push_invoice_to_billing"]
+    assert [s.attributes["o2c.resync.outcome"] for s in resyncs] == ["repaired", "repaired"]
     assert firm.open_truth("invoice_missing_in_billing").height == invoices - 2
     same_minute = firm.cycle(policy, now=t0 + timedelta(seconds=40))
     assert same_minute.outcomes == [] and same_minute.deferred == invoices - 2
