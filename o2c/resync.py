@@ -171,7 +171,11 @@ def run(
                 db, break_id=break_id, requested_by=by or _me(), policy=policy
             )
             console.print(f"break {break_id}: request {request_id}")
-        config = ResyncConfig(policy=policy)
+        from o2c.run import reconcile_config
+
+        # The confirming reconcile must use the periodic reconcile's configuration (FX,
+        # calendars): another one would rewrite the register's amounts and SLA clocks.
+        config = ResyncConfig(policy=policy, reconcile=reconcile_config(settings))
         summary = asyncio.run(_cycle(settings, db, config, break_ids or None))
     finally:
         db.dispose()
