@@ -171,6 +171,9 @@ class ProbeSettings:
     """Records per request; None = the vendor's maximum (SF 2000, Kantata 200, NS 1000, Stripe 100)."""
     lookback: timedelta = timedelta(minutes=5)
     """Overlap re-read below the cursor to catch records committed late with an older stamp."""
+    concurrency: int = 4
+    """Requests one read may have in flight where the vendor's pages are addressable (Kantata
+    page/per_page inside a bounded time window); pages are still yielded in order."""
 
 
 # --------------------------------------------------------------------------- vendor configs

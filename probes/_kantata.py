@@ -10,6 +10,16 @@ when a whole page shares one second does the probe step ``page``, inside that se
 window, so the group's ``count`` changes and the probe steps through the second again; an
 unchanged count means no record left it. The cursor of a page is the ``updated_at`` of its last record.
 
+A long read (a first sync, a big backlog) goes faster with several requests in flight, which
+page/per_page allows only over a result no record can enter: the range below the second of the
+newest record (asked for first, ``order=updated_at:desc``) lies in the past, and a record
+modified during the read moves to "now", out of it. So the rest of a long read is that bounded
+range (``updated_after``/``updated_before``), its pages requested ``ProbeSettings.concurrency``
+at a time and passed on in order once every answer of the batch reported the range's first
+``count``: a changed count means a record left the range and later pages shifted, so the batch
+is dropped and the range is read again from the last record passed on. The newest second and
+whatever changed meanwhile are then read as above.
+
 Envelope: ``results`` gives the order, objects sit under their plural key by string id,
 ``include=external_references`` brings a workspace's links (the Salesforce opportunity) in the
 same answer. Kantata sends no ``Retry-After`` on 429; backoff with jitter applies.
@@ -22,8 +32,10 @@ the probe looks up again (by reference, then by the title, which carries the opp
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -48,7 +60,18 @@ from probes._mapping import Col, Spec, to_canonical
 SYSTEM = "kantata"
 MAX_PER_PAGE = 200
 MAX_PASSES = 20
-"""Passes over one second that keeps changing while it is read before the read fails."""
+"""Passes over one second (or one window) that keeps changing while it is read before the read
+fails."""
+BULK_MIN_PAGES = 4
+"""Pages still to read (by the first answer's ``page_count``) from which a read goes windowed."""
+
+
+@dataclass
+class _Read:
+    """What one read has passed on so far: (id, updated_at) pairs, and the newest stamp."""
+
+    served: set[tuple[str, str]] = field(default_factory=set)
+    last: str | None = None
 
 
 def _opportunity_ref(record: dict[str, Any]) -> Any:
@@ -187,6 +210,11 @@ def _stamp_text(record: dict[str, Any]) -> str | None:
     return text
 
 
+def _tail(records: list[dict[str, Any]]) -> str | None:
+    """The readable ``updated_at`` of the last record that has one."""
+    return next((t for r in reversed(records) if (t := _stamp_text(r)) is not None), None)
+
+
 def iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -237,20 +265,42 @@ class KantataProbe(HttpProbe):
             out.append(record)
         return out
 
+    def _take(self, stream: str, records: list[dict[str, Any]], read: _Read) -> Page | None:
+        """The page of ``records`` not passed on before in this read (None if there are none);
+        its cursor is the newest stamp passed on so far."""
+        spec = SPECS[stream]
+        fresh = [
+            r for r in records if (str(r.get("id")), str(r.get("updated_at"))) not in read.served
+        ]
+        read.served.update((str(r.get("id")), str(r.get("updated_at"))) for r in fresh)
+        tail = _tail(records)
+        if tail is not None and (read.last is None or parse_iso(tail) >= parse_iso(read.last)):
+            read.last = tail
+        if not fresh:
+            return None
+        frame, quarantine = to_canonical(spec, fresh)
+        return Page(
+            system=SYSTEM,
+            stream=stream,
+            frames={spec.entity: frame},
+            quarantine=tuple(quarantine),
+            cursor=encode_cursor(since=read.last) if read.last else None,
+            records_read=len(fresh),
+        )
+
     async def pages(self, stream: str, cursor: str | None) -> AsyncIterator[Page]:
         obj, fixed = OBJECTS[stream]
-        spec = SPECS[stream]
         per_page = min(self.settings.page_size or MAX_PER_PAGE, MAX_PER_PAGE)
         since = decode_cursor(cursor).get("since")
         window: datetime | None = None
         if since:
             window = parse_iso(since) - self.settings.lookback
-        last = since
+        read = _Read(last=since)
         page_number = 1
         group: datetime | None = None  # the second being stepped through by page, if any
         counts: set[int] = set()  # the group's size as each page of this pass reported it
         passes = 0
-        served: set[tuple[str, str]] = set()  # (id, updated_at) already yielded in this read
+        windowed = self.settings.concurrency < 2  # a read goes windowed at most once
         while True:
             params = {**fixed, "order": "updated_at:asc", "per_page": str(per_page)}
             params["page"] = str(page_number)
@@ -263,25 +313,13 @@ class KantataProbe(HttpProbe):
                 "GET", f"{self._base}/{obj}.json", stream=stream, params=params
             )
             records = self._records(answer.body, obj)
-            fresh = [
-                r for r in records if (str(r.get("id")), str(r.get("updated_at"))) not in served
-            ]
-            served.update((str(r.get("id")), str(r.get("updated_at"))) for r in fresh)
-            frame, quarantine = to_canonical(spec, fresh)
-            tail = next((t for r in reversed(records) if (t := _stamp_text(r)) is not None), None)
-            if tail is not None and (last is None or parse_iso(tail) >= parse_iso(last)):
-                last = tail
-            if fresh:
-                yield Page(
-                    system=SYSTEM,
-                    stream=stream,
-                    frames={spec.entity: frame},
-                    quarantine=tuple(quarantine),
-                    cursor=encode_cursor(since=last) if last else None,
-                    records_read=len(fresh),
-                )
+            page = self._take(stream, records, read)
+            if page is not None:
+                yield page
+            tail = _tail(records)
             meta = (answer.body or {}).get("meta") or {}
-            finished = len(records) < per_page or int(meta.get("page_count", 1)) <= page_number
+            page_count = int(meta.get("page_count", 1))
+            finished = len(records) < per_page or page_count <= page_number
             if group is not None:
                 counts.add(int(meta.get("count", -1)))
                 if not finished:
@@ -305,6 +343,16 @@ class KantataProbe(HttpProbe):
                 continue
             if finished:
                 break
+            if not windowed and page_count - page_number >= BULK_MIN_PAGES and tail:
+                windowed = True
+                start = parse_iso(tail).replace(microsecond=0)
+                async for page in self._bounded(stream, per_page, start, read):
+                    yield page
+                if read.last is not None:
+                    window = max(window or parse_iso(read.last), parse_iso(read.last))
+                    window -= timedelta(seconds=1)
+                page_number = 1
+                continue
             next_window = parse_iso(tail) - timedelta(seconds=1) if tail else None
             if next_window is not None and (window is None or next_window > window):
                 window = next_window
@@ -316,11 +364,75 @@ class KantataProbe(HttpProbe):
                 raise ProbeError(
                     f"kantata: {stream} page without readable updated_at", system=SYSTEM
                 )
-        if last is None:
+        if read.last is None:
             return
-        if not served:
+        if not read.served:
             # Nothing changed: still confirm the cursor so the cycle records a success.
-            yield Page(system=SYSTEM, stream=stream, cursor=encode_cursor(since=last))
+            yield Page(system=SYSTEM, stream=stream, cursor=encode_cursor(since=read.last))
+
+    async def _bounded(
+        self, stream: str, per_page: int, start: datetime, read: _Read
+    ) -> AsyncIterator[Page]:
+        """The records from ``start`` up to the newest record's second, ``concurrency`` pages at
+        a time; a batch is passed on once its answers agree with the range's count.
+
+        A changed count means a record left the range (it was modified, so it is now stamped
+        after it) and the pages after it shifted: the batch is dropped and the range is read
+        again from the last record passed on.
+        """
+        obj, fixed = OBJECTS[stream]
+        url = f"{self._base}/{obj}.json"
+        newest = {k: v for k, v in fixed.items() if k != "include"}
+        newest.update(order="updated_at:desc", per_page="1", page="1")
+        newest["updated_after"] = iso(start - timedelta(seconds=1))
+        answer = await self.call("GET", url, stream=stream, params=newest)
+        top = _tail(self._records(answer.body, obj))
+        if top is None:
+            return
+        # Records changed from now on are stamped at or after the newest one: never below `end`.
+        end = parse_iso(top).replace(microsecond=0)
+        in_flight = max(1, self.settings.concurrency)
+        low, passes = start, 0
+        while low < end:
+            params = {**fixed, "order": "updated_at:asc", "per_page": str(per_page)}
+            params["updated_after"] = iso(low - timedelta(seconds=1))  # strict: from `low` on
+            params["updated_before"] = iso(end)
+            number, expected = 1, None
+            while True:
+                numbers = range(number, number + in_flight)
+                answers = await asyncio.gather(
+                    *(
+                        self.call("GET", url, stream=stream, params={**params, "page": str(n)})
+                        for n in numbers
+                    )
+                )
+                metas = [(a.body or {}).get("meta") or {} for a in answers]
+                counts = {int(m.get("count", -1)) for m in metas}
+                if expected is not None:
+                    counts.add(expected)
+                if len(counts) > 1:
+                    break
+                expected = counts.pop()
+                page_count = max(int(m.get("page_count", 1)) for m in metas)
+                for n, a in zip(numbers, answers, strict=True):
+                    if n > page_count:
+                        break
+                    page = self._take(stream, self._records(a.body, obj), read)
+                    if page is not None:
+                        passes = 0
+                        yield page
+                number += in_flight
+                if number > page_count:
+                    return
+            passes += 1
+            if passes > MAX_PASSES:
+                raise ProbeError(
+                    f"kantata: {stream} kept changing while {iso(low)}..{iso(end)} was read",
+                    system=SYSTEM,
+                    stream=stream,
+                )
+            if read.last is not None:
+                low = max(low, parse_iso(read.last).replace(microsecond=0))
 
     async def count(self, stream: str) -> SourceCount:
         self.check_stream(stream)
