@@ -27,6 +27,16 @@ SOURCE_HEALTH_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+KPI_ROW_SCHEMA: dict[str, pl.DataType] = {
+    "kpi": pl.String(),
+    "dimension": pl.String(),
+    "value": pl.Float64(),
+    "value_minor": pl.Int64(),
+    "unit": pl.String(),
+    "currency": pl.String(),
+}
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """The latest succeeded reconcile run and its KPI rows (kpi, dimension, value, value_minor,
@@ -51,13 +61,14 @@ def read_latest_snapshot(conn: Connection) -> Snapshot:
             select(reconcile_runs.c.status, func.count()).group_by(reconcile_runs.c.status)
         )
     }
-    columns = ["kpi", "dimension", "value", "value_minor", "unit", "currency"]
     if row is None:
-        empty = _read(conn, kpi_snapshots, select(kpi_snapshots).where(kpi_snapshots.c.id < 0))
-        return Snapshot(None, empty.select(columns), counts)
+        return Snapshot(None, pl.DataFrame(schema=KPI_ROW_SCHEMA), counts)
     run = ReconcileRun(**row._asdict())
-    query = select(kpi_snapshots).where(kpi_snapshots.c.run_id == run.id)
-    return Snapshot(run, _read(conn, kpi_snapshots, query).select(columns), counts)
+    # A few hundred rows: plain driver rows are quicker here than the bulk (COPY) path.
+    c = kpi_snapshots.c
+    query = select(*(c[name] for name in KPI_ROW_SCHEMA)).where(c.run_id == run.id).order_by(c.id)
+    rows = [tuple(r) for r in conn.execute(query)]
+    return Snapshot(run, pl.DataFrame(rows, schema=KPI_ROW_SCHEMA, orient="row"), counts)
 
 
 def read_source_health(conn: Connection) -> pl.DataFrame:
