@@ -146,9 +146,13 @@ def demo_settings(
         "completeness_interval_seconds": max(60.0, options.interval_seconds * 12),
         "metrics_port": options.metrics_port,
     }
+    # The operator's table of legal entities: NetSuite names its subsidiaries, Salesforce
+    # carries codes; the estate describes its own firm.
+    aliases = {e["name"]: e["code"] for e in sandbox.info.get("legal_entities", [])}
     overrides["reconcile"] = {
         **base.reconcile.model_dump(),
         "interval_seconds": options.reconcile_seconds,
+        "legal_entity_aliases": {**aliases, **base.reconcile.legal_entity_aliases},
     }
     overrides["alerts"] = {
         **base.alerts.model_dump(),

@@ -51,6 +51,7 @@ def reconcile_config(settings: Settings) -> ReconcileConfig:
             fx_rates=dict(r.fx_rates),
             calendars=calendars,
             default_calendar=Calendar(weekend=weekend, holidays=everywhere),
+            legal_entity_aliases=dict(r.legal_entity_aliases),
         )
     except ValueError as exc:
         raise ConfigError(f"O2C_RECONCILE__*: {exc}") from None

@@ -293,6 +293,14 @@ class ReconcileSettings(_Group):
     cache: bool = Field(
         True, description="Keep frames in <data_dir>/reconcile-cache to read only new rows."
     )
+    legal_entity_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description=(
+            "Legal entities as other systems name them -> the CRM's code, as JSON, e.g. "
+            '{"Northwind Consulting Inc.": "US01"} (NetSuite names subsidiaries; Salesforce '
+            "carries a code): one entity, one line in every breakdown."
+        ),
+    )
 
     @field_validator("reporting_currency")
     @classmethod

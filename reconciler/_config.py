@@ -157,6 +157,9 @@ class ReconcileConfig:
     """A break stays 'new' (or 'reopened') this long before a run moves it to 'open'."""
     kpi_window_days: int = 90
     """Trailing window of DSO, invoice accuracy and bookings-to-billings."""
+    legal_entity_aliases: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    """Another system's name of a legal entity -> the code the CRM uses (ERP subsidiaries are
+    named, CRM accounts carry a code): without it one entity is two in every breakdown."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "reporting_currency", normalize_currency(self.reporting_currency))
@@ -179,7 +182,7 @@ class ReconcileConfig:
             raise ValueError("amount_tolerance_minor must not be negative")
         if self.kpi_window_days <= 0:
             raise ValueError("kpi_window_days must be positive")
-        for name in ("calendars", "invoice_status"):
+        for name in ("calendars", "invoice_status", "legal_entity_aliases"):
             object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
 
     def calendar(self, legal_entity: str | None) -> Calendar:

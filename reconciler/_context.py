@@ -123,12 +123,24 @@ class RuleContext:
         )
 
     @cached_property
+    def accounts(self) -> pl.LazyFrame:
+        """Every system's customers, each legal entity under the CRM's code for it."""
+        aliases = dict(self.config.legal_entity_aliases)
+        if not aliases:
+            return self.data.accounts
+        return _now(
+            self.data.accounts.with_columns(
+                pl.col("legal_entity").replace(list(aliases), list(aliases.values()))
+            )
+        )
+
+    @cached_property
     def erp_customers(self) -> pl.LazyFrame:
-        return _now(self.data.accounts.filter(pl.col("source_system") == self.systems.erp))
+        return _now(self.accounts.filter(pl.col("source_system") == self.systems.erp))
 
     @cached_property
     def crm_accounts(self) -> pl.LazyFrame:
-        return _now(self.data.accounts.filter(pl.col("source_system") == self.systems.crm))
+        return _now(self.accounts.filter(pl.col("source_system") == self.systems.crm))
 
     def normalised_status(self, column: str) -> pl.Expr:
         mapping = dict(self.config.invoice_status)

@@ -82,6 +82,10 @@ class Sandbox:
             "credentials": self.credentials,
             "ca_file": str(self.ca_file),
             "estate_now": self.estate.now.isoformat(),
+            # what the firm's operator knows of its own legal entities (not a vendor API)
+            "legal_entities": self.estate.legal_entities.select(
+                "code", "name", "netsuite_subsidiary_id"
+            ).to_dicts(),
             "admin": {vendor: f"{url}/__admin/faults" for vendor, url in self.urls.items()},
         }
 

@@ -89,9 +89,9 @@ class InvoiceMissingInBilling(BreakRule):
 
 def _with_crm_account(ctx: RuleContext, billing: pl.LazyFrame) -> pl.LazyFrame:
     """Billing invoices with the CRM account behind their customer (billing -> ERP -> CRM)."""
-    billing_customers = ctx.data.accounts.filter(
-        pl.col("source_system") == ctx.systems.billing
-    ).select(pl.col("source_id").alias("b_customer"), pl.col("erp_customer_id").alias("_erp"))
+    billing_customers = ctx.accounts.filter(pl.col("source_system") == ctx.systems.billing).select(
+        pl.col("source_id").alias("b_customer"), pl.col("erp_customer_id").alias("_erp")
+    )
     erp = ctx.erp_customers.select(
         pl.col("source_id").alias("_erp"), pl.col("crm_account_id").alias("_crm_b")
     )

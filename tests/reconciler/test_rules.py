@@ -336,3 +336,19 @@ def test_billing_orphan_joins_the_one_psa_break_it_matches_else_stands_alone() -
         "invoices:kantata:K4": [("K4", False)],
         "invoices:stripe:S-unknown": [("S-unknown", False)],
     }
+
+
+def test_an_erp_subsidiary_name_is_reported_under_the_crm_code_of_its_legal_entity() -> None:
+    e = base()
+    e.customer("C9", None, legal_entity="Northwind Beratung GmbH")
+    e.payment("PAY1", amount=100, customer="C9", unapplied=100, received_days_ago=30)
+    aliases = {"Northwind Beratung GmbH": "DE01"}
+
+    def entities(config: ReconcileConfig | None) -> list[str | None]:
+        result = reconcile(
+            e.canonical(), AS_OF, config, rules={"unapplied_cash": RULES["unapplied_cash"]}
+        )
+        return result.breaks.get_column("legal_entity").to_list()
+
+    assert entities(None) == ["Northwind Beratung GmbH"]
+    assert entities(ReconcileConfig(legal_entity_aliases=aliases)) == ["DE01"]
