@@ -223,7 +223,7 @@ def run_command() -> None:
         collector = wiring.build_collector(
             settings, db, metrics=CollectorMetrics(), tracer_provider=tracer, probes=probes
         )
-        jobs = process.build_jobs(settings, db, streams=collector.streams())
+        jobs = process.build_jobs(settings, db, streams=collector.streams(), tracer_provider=tracer)
         try:
             wiring.run_forever(collector, settings, console, add_jobs=process.add_jobs(jobs))
         finally:

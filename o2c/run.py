@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -112,8 +113,10 @@ class Reconciles:
         *,
         clock: Clock = wall_clock,
         streams: Iterable[tuple[str, str]] = (),
+        tracer_provider: Any | None = None,
     ) -> None:
         self.db = db
+        self.tracer_provider = tracer_provider
         self.clock = clock
         self.streams = frozenset(streams)
         self.synced = not self.streams
@@ -124,7 +127,15 @@ class Reconciles:
         self.last: RunReport | None = None
 
     def run_once(self) -> RunReport:
-        report = run_reconcile(self.db, as_of=self.clock(), config=self.config, cache=self.cache)
+        # Traced when OTLP is configured: the run's trace id becomes the exemplar of
+        # o2c_reconcile_runs_total on /metrics.
+        report = run_reconcile(
+            self.db,
+            as_of=self.clock(),
+            config=self.config,
+            cache=self.cache,
+            tracer_provider=self.tracer_provider,
+        )
         self.last = report
         return report
 
@@ -174,10 +185,13 @@ def build_jobs(
     *,
     streams: Iterable[tuple[str, str]] = (),
     clock: Clock = wall_clock,
+    tracer_provider: Any | None = None,
 ) -> list[Periodic]:
     """Every periodic job of the long-running process beside the collector's own."""
     interval = settings.reconcile.interval_seconds
-    reconciles = Reconciles(settings, db, clock=clock, streams=streams)
+    reconciles = Reconciles(
+        settings, db, clock=clock, streams=streams, tracer_provider=tracer_provider
+    )
     jobs = [reconciles.periodic(interval, first_delay=min(10.0, interval))]
     alerts = settings.alerts
     if alerts.alertmanager_url:
