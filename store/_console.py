@@ -231,3 +231,44 @@ def read_break_transitions_of(conn: Connection, break_ids: Collection[str]) -> p
         else query.where(break_transitions.c.id.is_(None))
     )
     return _read(conn, break_transitions, query)
+
+
+def read_breaks_where(
+    conn: Connection,
+    *,
+    statuses: Collection[str] | None = None,
+    break_types: Collection[str] | None = None,
+) -> pl.DataFrame:
+    """The register rows of the given statuses and types only (columns BREAK_COLUMNS), by id."""
+    query = select(*(breaks.c[c] for c in BREAK_COLUMNS)).order_by(breaks.c.break_id)
+    if statuses is not None:
+        query = query.where(breaks.c.status.in_(sorted(statuses)))
+    if break_types is not None:
+        query = query.where(breaks.c.break_type.in_(sorted(break_types)))
+    return _read(conn, breaks, query)
+
+
+def read_breaks_by_legal_entity(conn: Connection, *, statuses: Collection[str]) -> pl.DataFrame:
+    """Breaks of the given statuses per legal entity: how many, and their amount at risk.
+
+    Columns: legal_entity, breaks, at_risk_minor (reporting currency), reporting_currency.
+    """
+    c = breaks.c
+    query = (
+        select(c.legal_entity, func.count().label("breaks"),
+               func.sum(c.amount_reporting_minor).label("at_risk_minor"),
+               func.max(c.reporting_currency).label("reporting_currency"))
+        .where(c.status.in_(sorted(statuses)))
+        .group_by(c.legal_entity)
+        .order_by(c.legal_entity)
+    )  # fmt: skip
+    schema: dict[str, pl.DataType] = {
+        "legal_entity": pl.String(),
+        "breaks": pl.Int64(),
+        "at_risk_minor": pl.Int64(),
+        "reporting_currency": pl.String(),
+    }
+    rows = [
+        (r[0], int(r[1]), None if r[2] is None else int(r[2]), r[3]) for r in conn.execute(query)
+    ]
+    return pl.DataFrame(rows, schema=schema, orient="row")

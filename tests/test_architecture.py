@@ -87,7 +87,8 @@ def test_store_public_surface_is_pinned() -> None:
             # console reads and acknowledgements (store/_console.py)
             "acknowledge_break", "read_acknowledgements", "read_quarantine_summary",
             "read_break_transitions_of", "read_breaks_mentioning", "read_record_history",
-            "read_records_where", "read_stream_health",
+            "read_records_where", "read_stream_health", "read_breaks_by_legal_entity",
+            "read_breaks_where",
         ]
     )  # fmt: skip
     for name in store.__all__:

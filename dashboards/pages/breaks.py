@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, date, datetime, time, timedelta
 
 import streamlit as st
@@ -125,9 +126,12 @@ def render() -> None:
         if queue.height > config.max_rows:
             st.caption(f"Showing the first {config.max_rows:,}; the CSV has all {queue.height:,}.")
         st.download_button(
-            "Download CSV", queue_csv(queue), file_name="breaks.csv", mime="text/csv",
+            "Download CSV",
+            functools.partial(queue_csv, queue),
+            file_name="breaks.csv",
+            mime="text/csv",
             key="break_csv",
-        )  # fmt: skip
+        )  # fmt: skip  (the CSV is built only when asked for: a large queue is megabytes)
 
     table(filters)
     head = money_column(

@@ -190,13 +190,16 @@ def trends_of(snapshots: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def by_legal_entity(register: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
-    """Open breaks and amount at risk per legal entity, with the setup cycle time (p50) there."""
-    active = register.filter(pl.col("status").is_in(ACTIVE_STATUSES))
-    breaks = active.group_by(pl.col("legal_entity").fill_null("(none)")).agg(
-        pl.len().cast(pl.Int64).alias("open_breaks"),
-        pl.col("amount_reporting_minor").sum().alias("at_risk_minor"),
-        pl.col("reporting_currency").drop_nulls().first().alias("reporting_currency"),
+def by_legal_entity(open_breaks: pl.DataFrame, snapshots: pl.DataFrame) -> pl.DataFrame:
+    """Open breaks and amount at risk per legal entity, with the setup cycle time (p50) there.
+
+    ``open_breaks``: store.read_breaks_by_legal_entity of the active statuses.
+    """
+    breaks = open_breaks.select(
+        pl.col("legal_entity").fill_null("(none)"),
+        pl.col("breaks").alias("open_breaks"),
+        "at_risk_minor",
+        "reporting_currency",
     )
     setup = pl.DataFrame(schema={"legal_entity": pl.String(), "setup_p50_days": pl.Float64()})
     if not snapshots.is_empty():
@@ -228,12 +231,12 @@ def executive(db: store.Store, user: User, *, period: timedelta = timedelta(days
     )
     snapshots = read_snapshots(db, kpis)
     with db.begin() as conn:
-        register = store.read_break_register(conn)
+        open_breaks = store.read_breaks_by_legal_entity(conn, statuses=ACTIVE_STATUSES)
     latest, compared, tiles = tiles_of(snapshots, period)
     return Executive(
         as_of=latest,
         compared_with=compared,
         tiles=tiles,
         trends=trends_of(snapshots),
-        by_legal_entity=by_legal_entity(register, snapshots),
+        by_legal_entity=by_legal_entity(open_breaks, snapshots),
     )

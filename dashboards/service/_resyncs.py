@@ -57,10 +57,7 @@ def candidates(
     """
     require(user, "read")
     with db.begin() as conn:
-        register = store.read_break_register(conn)
-    open_ = register.filter(
-        pl.col("status").is_in(ACTIVE) & pl.col("break_type").is_in(list(CATALOGUE))
-    )
+        open_ = store.read_breaks_where(conn, statuses=ACTIVE, break_types=list(CATALOGUE))
     modes = [mode_of(BreakRef.from_row(r), policy) for r in open_.iter_rows(named=True)]
     open_ = open_.with_columns(pl.Series("mode", modes, pl.String())).filter(
         pl.col("mode") != "manual"

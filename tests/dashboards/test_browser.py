@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import polars as pl
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -147,3 +148,19 @@ def test_a_viewer_cannot_trigger_a_resync(
     browser.wait_drawn(page)
     assert page.get_by_role("dialog").count() == 0
     assert read_audit(sandbox_store).height == before
+
+
+def test_the_break_queue_downloads_as_csv_with_every_row(
+    chrome: Browser, console_url: str, sandbox_store: store.Store
+) -> None:
+    from dashboards.service import BreakFilters, break_queue, read_register
+    from tests.dashboards.conftest import VIEWER
+
+    page = page_as(chrome, "vera")
+    browser.open_page(page, console_url, "breaks")
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    csv = pl.read_csv(download.value.path())
+    queue = break_queue(read_register(sandbox_store, VIEWER), BreakFilters(), datetime.now(UTC))
+    assert csv.height == queue.height > 0
+    assert set(csv["break_id"]) == set(queue["break_id"])
