@@ -194,8 +194,18 @@ async def run_resync_cycle(
         due = store.due_resync_requests(conn, at=now, limit=policy.max_actions_per_cycle * 4)
     view = StoreView(db)
     done: list[_Done] = []
-    locks: list[tuple[Connection, int]] = []
     postgres = db.backend == "postgresql"
+    # PostgreSQL: one session holds the advisory locks of the requests this cycle works on; a
+    # request is released as soon as this worker is done with it (repairs after their confirm).
+    lock_conn = db.engine.connect() if postgres else None
+    held: set[int] = set()
+
+    def release(request_id: int) -> None:
+        if lock_conn is not None and request_id in held:
+            store.unlock_resync_request(lock_conn, request_id)
+            lock_conn.commit()
+            held.discard(request_id)
+
     blocked: set[str] = set()
     try:
         started = 0
@@ -214,16 +224,15 @@ async def run_resync_cycle(
                 summary.busy += 1
                 continue
             locked = False
-            if postgres:
-                lock_conn = db.engine.connect()
+            if lock_conn is not None:
                 locked = store.try_lock_resync_request(lock_conn, request.id)
                 lock_conn.commit()
                 if not locked:
-                    lock_conn.close()
                     summary.busy += 1
                     continue
-                locks.append((lock_conn, request.id))
+                held.add(request.id)
             if request.system in blocked:
+                release(request.id)
                 summary.deferred += 1
                 continue
             rate = policy.rate_of(request.system)
@@ -236,11 +245,13 @@ async def run_resync_cycle(
                     store.defer_resync_request(
                         conn, request.id, until=now + timedelta(seconds=60 / rate)
                     )
+                release(request.id)
                 summary.deferred += 1
                 continue
             gate = _circuit.gate(db, request.system, policy, now)
             if gate == "blocked":
                 blocked.add(request.system)
+                release(request.id)
                 summary.deferred += 1
                 continue
             with _write(db) as conn:
@@ -255,6 +266,7 @@ async def run_resync_cycle(
                         summary={"from": request.claimed_by, "abandoned_attempts": abandoned},
                     )  # fmt: skip
             if claimed is None:
+                release(request.id)
                 summary.busy += 1
                 continue
             started += 1
@@ -275,16 +287,17 @@ async def run_resync_cycle(
                 if gate == "probe":
                     blocked.discard(request.system)
             else:
+                release(request.id)
                 summary.outcomes.append(outcome)
                 if gate == "probe" and outcome.outcome in ("retry", "failed"):
                     blocked.add(request.system)
         if done:
             summary.reconcile_run_id = _confirm(db, done, config, actor, now, summary)
     finally:
-        for lock_conn, request_id in locks:
+        if lock_conn is not None:
             try:
-                store.unlock_resync_request(lock_conn, request_id)
-                lock_conn.commit()
+                for request_id in list(held):
+                    release(request_id)
             finally:
                 lock_conn.close()
     return summary
