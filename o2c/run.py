@@ -225,7 +225,11 @@ class Resyncs:
         self.settings = settings
         self.db = db
         self.clock = clock
-        self.config = ResyncConfig(policy=policy_from(settings.resync))
+        # The confirming reconcile uses the same FX table and calendars as the scheduled one,
+        # or it would rewrite the register's amounts and SLA clocks.
+        self.config = ResyncConfig(
+            policy=policy_from(settings.resync), reconcile=reconcile_config(settings)
+        )
         self.probes: dict[str, Probe] = {}
 
     async def __call__(self) -> str:
