@@ -18,6 +18,7 @@ from dashboards.service import (
     filter_choices,
     money,
     money_column,
+    queue_clock,
     queue_csv,
     queue_total,
     read_register,
@@ -100,7 +101,11 @@ def render() -> None:
     user = _ui.current_user()
     if user is None:
         return
-    _ui.header("Break queue", user, "Ordered by amount at risk (reporting currency) x age.")
+    _ui.header(
+        "Break queue",
+        user,
+        "Ordered by amount at risk (reporting currency) x age (days, at the last reconcile).",
+    )
     config = _ui.config()
     register = _ui.cached(read_register, user)
     if register.is_empty():
@@ -111,7 +116,7 @@ def render() -> None:
     @st.fragment(run_every=config.refresh_seconds)
     def table(filters: BreakFilters) -> None:
         fresh = _ui.cached(read_register, user)
-        queue = break_queue(fresh, filters, datetime.now(UTC))
+        queue = break_queue(fresh, filters, _ui.cached(queue_clock, user))
         total = queue_total(queue)
         st.markdown(
             f"**{total.breaks:,}** breaks, **{money(total.at_risk_minor, total.currency)}** at risk"
@@ -135,7 +140,7 @@ def render() -> None:
 
     table(filters)
     head = money_column(
-        break_queue(register, filters, datetime.now(UTC)).head(config.max_rows),
+        break_queue(register, filters, _ui.cached(queue_clock, user)).head(config.max_rows),
         "amount_reporting_minor", "reporting_currency", "at risk",
     )  # fmt: skip
     labels = {

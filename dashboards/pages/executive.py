@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import streamlit as st
 
 from dashboards import _ui
@@ -42,14 +44,13 @@ def render() -> None:
             return
         compared = f"; change against {when(data.compared_with)}" if data.compared_with else ""
         st.caption(f"As of {when(data.as_of)}{compared}. Money in the reporting currency.")
-        columns = st.columns(4)
+        columns = st.columns(3)
         for n, tile in enumerate(data.tiles):
-            columns[n % 4].metric(
-                tile.label,
-                _shown(tile, tile.value),
-                _delta(tile),
-                delta_color="inverse" if tile.lower_is_better else "normal",
-                border=True,
+            color: Literal["off", "inverse", "normal"] = "off"  # unchanged or unknown
+            if tile.improved is not None:
+                color = "inverse" if tile.lower_is_better else "normal"
+            columns[n % 3].metric(
+                tile.label, _shown(tile, tile.value), _delta(tile), delta_color=color, border=True
             )
         st.subheader("Trends")
         left, right = st.columns(2)

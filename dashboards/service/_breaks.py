@@ -61,6 +61,18 @@ def read_register(db: store.Store, user: User) -> pl.DataFrame:
     return register.join(acks, on="break_id", how="left")
 
 
+def queue_clock(db: store.Store, user: User) -> datetime:
+    """The time ages are measured at: the latest reconcile's as-of (the data's own time), or now.
+
+    In production the two agree within a reconcile interval; against a sandbox whose clock is
+    not the wall clock (the demo), ages stay those of the estate.
+    """
+    require(user, "read")
+    with db.begin() as conn:
+        latest = store.last_reconcile_as_of(conn)
+    return latest or datetime.now(UTC)
+
+
 def _bucket(age: pl.Expr) -> pl.Expr:
     # The reconciler's ageing buckets (AGEING_BUCKETS): 0-1, 2-7, 8-30, >30 days.
     low, week, month, old = AGEING_BUCKETS

@@ -9,13 +9,12 @@ Triggering is idempotent: asking again for a pending repair returns the same req
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import polars as pl
 
 import store
 from dashboards.service._auth import User, require
-from dashboards.service._breaks import prioritise
+from dashboards.service._breaks import prioritise, queue_clock
 from reconciler.resync import (
     CATALOGUE,
     BreakRef,
@@ -66,7 +65,7 @@ def candidates(
         open_.with_columns(
             pl.lit(None, pl.String).alias(c) for c in ("acknowledged_by", "acknowledged_note")
         ).with_columns(pl.lit(None, pl.Datetime("us", "UTC")).alias("acknowledged_at")),
-        datetime.now(UTC),
+        queue_clock(db, user),
     ).join(open_.select("break_id", "mode"), on="break_id")
     return ranked.select(
         "break_id", "break_type", "mode", "amount_minor", "currency", "amount_reporting_minor",

@@ -88,6 +88,10 @@ def test_the_queue_is_ordered_by_amount_at_risk_times_age(filled: store.Store) -
     assert first["priority"] == pytest.approx(200_000 * (first["age_days"] + 1))
 
 
+def test_ages_are_measured_at_the_last_reconciles_as_of(filled: store.Store) -> None:
+    assert service.queue_clock(filled, VIEWER) == AS_OF
+
+
 @pytest.mark.parametrize(
     ("filters", "expected"),
     [
