@@ -63,9 +63,15 @@ _BILLING_MODELS = {
 
 
 def _won_at(record: dict[str, Any]) -> str | None:
-    # The close date is when a won deal was won (day precision); the store's history keeps the
-    # moment the probe first saw IsWon flip, for finer cycle times.
-    if record.get("IsWon") is True and isinstance(record.get("CloseDate"), str):
+    # The moment the deal entered Closed Won, from its stage history (OpportunityHistory
+    # CreatedDate, second precision); where no history row is visible, the close date at
+    # midnight UTC (day precision).
+    if record.get("IsWon") is not True:
+        return None
+    entered = record.get("_won_entered_at")
+    if isinstance(entered, str):
+        return entered
+    if isinstance(record.get("CloseDate"), str):
         return f"{record['CloseDate']}T00:00:00+00:00"
     return None
 
@@ -117,6 +123,10 @@ SPECS: dict[str, Spec] = {
 }
 
 SOBJECTS = {"accounts": "Account", "opportunities": "Opportunity"}
+WON_STAGE = "Closed Won"
+HISTORY_IDS_PER_QUERY = 200
+"""Opportunity ids per OpportunityHistory query (keeps the GET URL short)."""
+_SOQL_ID = re.compile(r"^[A-Za-z0-9]{15,18}$")
 FIELDS = {
     "accounts": (
         "Id, Name, CurrencyIsoCode, Legal_Entity__c, IsDeleted, CreatedDate, SystemModstamp"
@@ -256,6 +266,8 @@ class SalesforceProbe(HttpProbe):
                     "salesforce: query answer without records", system=SYSTEM, stream=stream
                 )
             records = [r for r in body["records"] if isinstance(r, dict)]
+            if stream == "opportunities":
+                records = await self._with_won_times(records)
             frame, quarantine = to_canonical(spec, records)
             tail = next((t for r in reversed(records) if (t := _stamp_text(r)) is not None), None)
             if tail is not None:
@@ -274,6 +286,53 @@ class SalesforceProbe(HttpProbe):
             if url is not None and self.near_budget():
                 yield self._partial(stream)
                 return
+
+    async def _with_won_times(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Won opportunities with the moment they entered Closed Won (``_won_entered_at``).
+
+        One ``OpportunityHistory`` query per ``HISTORY_IDS_PER_QUERY`` won deals of the page;
+        the latest entry into the stage counts (a deal reopened and won again was won then).
+        Where the history cannot be read (a 4xx: no access), the close date stands in.
+        """
+        won = [
+            r["Id"]
+            for r in records
+            if r.get("IsWon") is True and isinstance(r.get("Id"), str) and _SOQL_ID.match(r["Id"])
+        ]
+        entered: dict[str, str] = {}
+        for i in range(0, len(won), HISTORY_IDS_PER_QUERY):
+            ids = ", ".join(f"'{x}'" for x in won[i : i + HISTORY_IDS_PER_QUERY])
+            soql = (
+                "SELECT OpportunityId, CreatedDate FROM OpportunityHistory "
+                f"WHERE StageName = '{WON_STAGE}' AND OpportunityId IN ({ids})"
+            )
+            url: str | None = f"{self._data}/query/?q={quote(soql, safe='')}"
+            while url is not None:
+                try:
+                    answer = await self.call("GET", url, stream="opportunities")
+                except ProbeResponseError as exc:  # no access to the history: day precision
+                    log.info("salesforce: no OpportunityHistory (%s); won_at from CloseDate", exc)
+                    return records
+                body = answer.body if isinstance(answer.body, dict) else {}
+                for row in body.get("records") or ():
+                    opp, at = row.get("OpportunityId"), row.get("CreatedDate")
+                    if not isinstance(opp, str) or not isinstance(at, str):
+                        continue
+                    try:
+                        moment = parse_sf_datetime(at)
+                    except ValueError:
+                        continue
+                    if opp not in entered or moment > parse_sf_datetime(entered[opp]):
+                        entered[opp] = at
+                next_url = body.get("nextRecordsUrl")
+                done = bool(body.get("done", True))
+                url = None if done or not next_url else f"{self._instance_url}{next_url}"
+        if not entered:
+            return records
+        return [
+            {**r, "_won_entered_at": entered[r["Id"]]} if r.get("Id") in entered else r
+            for r in records
+        ]
 
     def _partial(self, stream: str) -> Page:
         quota = self.quota
@@ -336,6 +395,8 @@ class SalesforceProbe(HttpProbe):
             params={"fields": fields},
         )
         record = answer.body if isinstance(answer.body, dict) else {}
+        if stream == "opportunities":
+            [record] = await self._with_won_times([record])
         frame, quarantine = to_canonical(SPECS[stream], [record])
         return Page(
             system=SYSTEM,

@@ -37,6 +37,15 @@ async def test_opportunities_keep_stage_amount_currency_and_account(
     assert set(read["billing_model"].unique()) <= {"time_and_materials", "fixed_fee", "retainer"}
     won = read.filter(pl.col("is_won"))
     assert won["won_at"].null_count() == 0
+    # won_at is the moment the deal entered Closed Won (its stage history), not the close day.
+    entered = (
+        estate.frame("salesforce", "OpportunityHistory")
+        .filter(pl.col("StageName") == "Closed Won")
+        .group_by("OpportunityId")
+        .agg(pl.col("CreatedDate").max().dt.truncate("1s"))
+    )
+    joined = won.join(entered, left_on="source_id", right_on="OpportunityId", how="left")
+    assert joined["won_at"].to_list() == joined["CreatedDate"].to_list()
     assert read.filter(~pl.col("is_won"))["won_at"].null_count() == read.height - won.height
     assert (
         read["source_modified_at"].to_list()
