@@ -201,43 +201,82 @@ class _ProbeFailed:
 _END = object()
 
 
+BATCH_GAP_SECONDS = 0.1
+"""A batch being filled is written when no further page arrives within this gap..."""
+BATCH_MAX_SECONDS = 2.0
+"""...or when its first page has waited this long (a steady trickle of pages)."""
+
+
 async def _batches(pages: AsyncIterator[Page], max_records: int) -> AsyncIterator[list[Page]]:
     """The probe's pages, read ahead of the writer and grouped into write batches.
 
-    A reader task fetches the next page while the current batch is written (HTTP and database
-    overlap). The writer takes every page already waiting, up to ``max_records``: when the
-    vendor is slower than the database each page is its own transaction (the cursor moves as
-    soon as possible); when the database is slower, pages queue and are written together (fewer,
-    larger transactions). A batch always ends at a partial page. A probe failure is raised only
+    A reader task fetches pages while the writer writes (HTTP and database overlap). The first
+    batch is what has arrived when the writer starts; later batches take consecutive pages while
+    they keep coming: a batch is written once it holds ``max_records``
+    records, ends at a partial page, the read ends or fails, no page arrived for
+    ``BATCH_GAP_SECONDS``, or its first page is ``BATCH_MAX_SECONDS`` old. So a slow vendor's
+    pages are written (and the cursor moves) as they come, and a fast read is written in few,
+    large transactions (a store transaction has a fixed cost well above that of 200 rows).
+    The reader stays at most ``2 * max_records`` records ahead. A probe failure is raised only
     after the pages read before it were handed out, so they are written with their cursor.
     """
-    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    queued = 0  # records waiting in the queue
+    room = asyncio.Event()
+    room.set()
 
     async def read() -> None:
+        nonlocal queued
         try:
             async for page in pages:
-                await queue.put(page)
+                while queued >= 2 * max_records:
+                    room.clear()
+                    await room.wait()
+                queued += page.records
+                queue.put_nowait(page)
                 if page.partial:
                     break
         except Exception as exc:  # handed to the writer, in order, after the good pages
-            await queue.put(_ProbeFailed(exc))
+            queue.put_nowait(_ProbeFailed(exc))
             return
-        await queue.put(_END)
+        queue.put_nowait(_END)
 
+    def taken(item: Any) -> Any:
+        nonlocal queued
+        if isinstance(item, Page):
+            queued -= item.records
+            room.set()
+        return item
+
+    loop = asyncio.get_running_loop()
+    first = True  # the first batch is written at once: whatever was read, its cursor moves
     reader = asyncio.create_task(read())
     try:
         while True:
-            item = await queue.get()
+            item = taken(await queue.get())
             batch: list[Page] = []
+            started = loop.time()
+            records = 0
             while True:
                 if item is _END or isinstance(item, _ProbeFailed):
                     break
                 batch.append(item)
-                if item.partial or sum(p.records for p in batch) >= max_records or queue.empty():
-                    item = None
+                records += item.records
+                item = None
+                if batch[-1].partial or records >= max_records:
                     break
-                item = queue.get_nowait()
+                if not queue.empty():
+                    item = taken(queue.get_nowait())
+                    continue
+                wait = min(BATCH_GAP_SECONDS, started + BATCH_MAX_SECONDS - loop.time())
+                if wait <= 0 or first:
+                    break
+                try:
+                    item = taken(await asyncio.wait_for(queue.get(), wait))
+                except TimeoutError:
+                    break
             if batch:
+                first = False
                 yield batch
             if isinstance(item, _ProbeFailed):
                 raise item.error

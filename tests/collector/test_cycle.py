@@ -197,3 +197,31 @@ def test_the_owner_closes_runs_left_running_by_a_killed_cycle(db: store.Store, t
     runs = {r.id: r for r in db.list_probe_runs(source_system="crm")}
     assert runs[abandoned].status == FAILED
     assert runs[abandoned].error == "abandoned: the cycle died"
+
+
+def test_a_fast_read_is_written_in_few_transactions_a_slow_one_page_by_page(
+    db: store.Store,
+) -> None:
+    written: list[str | None] = []  # the cursor after each write (one call per transaction)
+
+    fast = ScriptedProbe([page([i]) for i in range(1, 41)])
+    result = run(db, fast, on_page=lambda r: written.append(r.cursor_after))
+    assert (result.status, result.records_written) == (SUCCEEDED, 40)
+    assert written[-1] == "c40" and len(written) <= 3  # the first page at once, then the rest
+
+    written.clear()
+    # A vendor slower than the batching gap: each page is written (and its cursor moves) alone.
+    slow = ScriptedProbe([page([41]), 0.3, page([42]), 0.3, page([43])])
+    run(db, slow, on_page=lambda r: written.append(r.cursor_after))
+    assert written == ["c41", "c42", "c43"]
+
+
+def test_a_batch_never_exceeds_its_record_limit(db: store.Store) -> None:
+    written: list[int] = []
+    probe = ScriptedProbe([page([2 * i, 2 * i + 1]) for i in range(1, 11)])  # 20 records
+
+    run(db, probe, batch_records=4, on_page=lambda r: written.append(r.records_written))
+
+    sizes = [b - a for a, b in zip([0, *written], written, strict=False)]
+    assert sum(sizes) == 20 and max(sizes) <= 4
+    assert db.read_cursor("crm", "accounts") == "c21"
