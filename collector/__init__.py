@@ -8,7 +8,12 @@ completeness check per stream, and the metrics of ``collector.metrics``.
 
 from __future__ import annotations
 
-from collector._completeness import CompletenessFinding, check_stream, store_totals
+from collector._completeness import (
+    CompletenessFinding,
+    check_stream,
+    save_finding,
+    store_totals,
+)
 from collector._config import CollectorConfig
 from collector._cycle import (
     FAILED,
@@ -57,6 +62,7 @@ __all__ = [
     "last_successes",
     "ownership_for",
     "run_cycle",
+    "save_finding",
     "store_totals",
     "stream_lock_key",
 ]

@@ -53,7 +53,11 @@ class ScriptedProbe(Probe):
     streams: ClassVar[tuple[str, ...]] = ("accounts",)
     entities: ClassVar[dict[str, str]] = {"accounts": "accounts"}
 
-    def __init__(self, script: Sequence[Page | BaseException | float], count: int = 0) -> None:
+    def __init__(
+        self,
+        script: Sequence[Page | BaseException | float],
+        count: int | SourceCount = 0,
+    ) -> None:
         super().__init__(httpx.AsyncClient(transport=httpx.MockTransport(_unused)), None)
         self.script = list(script)
         self.cursors_seen: list[str | None] = []
@@ -71,6 +75,9 @@ class ScriptedProbe(Probe):
             yield item
 
     async def count(self, stream: str) -> SourceCount:
+        """What the script says the source holds (a bare number: that many accounts)."""
+        if isinstance(self._count, SourceCount):
+            return self._count
         return SourceCount("crm", stream, "accounts", self._count)
 
     async def health(self) -> Health:

@@ -5,15 +5,18 @@ amount sums only where the vendor's API gives them. On SQLite and PostgreSQL, ag
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import polars as pl
 
 import store
-from collector import CompletenessFinding
+from collector import CompletenessFinding, check_stream, save_finding
+from probes import SourceCount
 from sandbox.estate import Estate
 from sandbox.server import serve
 from tests.collector.conftest import build, close, sandbox_settings, sync
+from tests.collector.scripted import T0, ScriptedProbe
 
 SEED = 23
 
@@ -98,3 +101,48 @@ def test_sums_are_compared_only_where_the_vendor_api_gives_them(
     assert stored["source_amounts"].null_count() == stored.height
     assert stored["amounts_match"].null_count() == stored.height
     db.dispose()
+
+
+def opportunities(amounts: list[tuple[int, str]]) -> pl.DataFrame:
+    n = len(amounts)
+    return pl.DataFrame(
+        {
+            "source_system": ["crm"] * n,
+            "source_id": [f"opp-{i}" for i in range(n)],
+            "source_modified_at": [T0] * n,
+            "stage": ["Closed Won"] * n,
+            "is_closed": [True] * n,
+            "is_won": [True] * n,
+            "amount_minor": [a for a, _ in amounts],
+            "currency": [c for _, c in amounts],
+        }
+    )
+
+
+def test_an_amount_sum_the_store_does_not_match_is_a_finding_even_when_counts_agree(
+    db: store.Store,
+) -> None:
+    """Where a vendor's API gives sums (none in the sandbox: see the test above), the check
+    compares them per currency; one cent off in one currency is a finding, kept with both sides."""
+    frame = opportunities([(100_000, "USD"), (25_050, "USD"), (70_000, "EUR")])
+    db.ingest(store.IngestBatch(frames={"opportunities": frame}))
+
+    def source(usd: int) -> SourceCount:
+        return SourceCount(
+            "crm", "accounts", "opportunities", 3, "amount_minor", {"USD": usd, "EUR": 70_000}
+        )
+
+    async def check(usd: int) -> CompletenessFinding:
+        return await check_stream(db, ScriptedProbe([], count=source(usd)), "accounts")
+
+    agrees, off = asyncio.run(check(125_050)), asyncio.run(check(125_051))
+    for finding in (agrees, off):
+        save_finding(db, finding)
+
+    assert (agrees.ok, agrees.amounts_match) == (True, True)
+    assert (off.ok, off.difference, off.amounts_match) == (False, 0, False)
+    assert "amount_minor source" in off.describe()
+    [row] = latest(db).to_dicts()
+    assert (row["ok"], row["difference"], row["amounts_match"]) == (False, 0, False)
+    assert json.loads(row["source_amounts"]) == {"EUR": 70_000, "USD": 125_051}
+    assert json.loads(row["store_amounts"]) == {"EUR": 70_000, "USD": 125_050}
