@@ -176,7 +176,7 @@ def change_one_percent(db: store.Store, frames: dict[str, pl.DataFrame], copies:
 
 
 def _cpu() -> float:
-    """CPU seconds of this process and of its children that ended (SQLite's Arrow readers)."""
+    """CPU seconds of this process and of any child processes it waited for."""
     spent = os.times()
     return spent.user + spent.system + spent.children_user + spent.children_system
 
@@ -203,8 +203,8 @@ def child(url: str, as_of: str, cache: str | None) -> None:
     db = store.Store(url)
     # No overlap: the benchmark writes and reads in turn, and its whole fill is minutes old.
     frames = FrameCache(Path(cache), lookback=timedelta(0)) if cache else None
-    # CPU seconds of this process (and its reader children) per phase: load (Canonical.load),
-    # compute (reconcile), the rest is persist. Wall seconds per phase come from the run's own timings.
+    # CPU seconds of this process (and its children) per phase: load (Canonical.load),
+    # compute (reconcile), the rest is persist. Wall seconds come from the run's own timings.
     spent: dict[str, float] = {}
     _cpu_timed(service.Canonical, "load", spent)
     _cpu_timed(service, "reconcile", spent)
