@@ -96,6 +96,23 @@ def cached(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return result
 
 
+@functools.cache
+def _shared_cache(ttl: float) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return st.cache_resource(ttl=ttl, max_entries=16, show_spinner=False)
+
+
+def shared(function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Like ``cached``, but every session gets the same object instead of a copy.
+
+    For large frames (the break register): polars frames are never changed in place, so
+    sharing one is safe, and it spares unpickling a copy on every run.
+    """
+    ttl = config().cache_ttl_seconds
+    name = (function.__module__, function.__qualname__)
+    result: T = _shared_cache(ttl)(_call)(*name, config().store_url, *args, **kwargs)
+    return result
+
+
 def _call(module: str, name: str, url: str, *args: Any, **kwargs: Any) -> Any:
     import importlib
 
@@ -108,6 +125,8 @@ def _call(module: str, name: str, url: str, *args: Any, **kwargs: Any) -> Any:
 def refresh() -> None:
     """Forget cached reads (after an action changed the store)."""
     st.cache_data.clear()
+    for cache in (_shared_cache(t) for t in {config().cache_ttl_seconds}):
+        cache(_call).clear()  # type: ignore[attr-defined]
 
 
 def act(action: Callable[[], T], done: str) -> T | None:

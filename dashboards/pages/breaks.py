@@ -107,7 +107,7 @@ def render() -> None:
         "Ordered by amount at risk (reporting currency) x age (days, at the last reconcile).",
     )
     config = _ui.config()
-    register = _ui.cached(read_register, user)
+    register = _ui.shared(read_register, user)
     if register.is_empty():
         st.info("No breaks: nothing has been reconciled yet, or nothing is wrong.")
         return
@@ -115,7 +115,7 @@ def render() -> None:
 
     @st.fragment(run_every=config.refresh_seconds)
     def table(filters: BreakFilters) -> None:
-        fresh = _ui.cached(read_register, user)
+        fresh = _ui.shared(read_register, user)
         queue = break_queue(fresh, filters, _ui.cached(queue_clock, user))
         total = queue_total(queue)
         st.markdown(

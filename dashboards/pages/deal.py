@@ -22,7 +22,7 @@ def render() -> None:
     if user is None:
         return
     _ui.header("Deal timeline", user)
-    register = _ui.cached(read_register, user)
+    register = _ui.shared(read_register, user)
     suggestions = deals_with_breaks(register)
     wanted = st.query_params.get("deal", "")
     left, right = st.columns([1, 1])

@@ -95,11 +95,11 @@ def wait_drawn(page: Page, timeout: float = 30) -> None:
     page.wait_for_function(_DRAWN, timeout=timeout * 1000, polling=50)
 
 
-def open_page(page: Page, base: str, path: str, *, query: str = "") -> float:
+def open_page(page: Page, base: str, path: str, *, query: str = "", timeout: float = 30) -> float:
     """Load a page and wait until it is drawn; returns the seconds it took."""
     started = time.perf_counter()
     page.goto(f"{base}/{path}{'?' + query if query else ''}")
-    wait_drawn(page)
+    wait_drawn(page, timeout)
     return time.perf_counter() - started
 
 
