@@ -77,7 +77,7 @@ class Collector:
                     f"unknown stream(s) for {system}: {', '.join(sorted(extra)) or system}"
                 )
         self._probes: dict[str, Probe] = {}
-        self._limits: dict[str, asyncio.Semaphore] = {}
+        self._limits: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Semaphore]] = {}
         self.findings: dict[tuple[str, str], CompletenessFinding] = {}
         """The latest completeness finding per stream (engine health, apart from data breaks)."""
         self.last_results: dict[tuple[str, str], CycleResult] = {}
@@ -108,10 +108,14 @@ class Collector:
         return probe
 
     def _limit(self, system: str) -> asyncio.Semaphore:
-        limit = self._limits.get(system)
-        if limit is None:
-            limit = self._limits[system] = asyncio.Semaphore(self.config.max_concurrent_streams)
-        return limit
+        # One semaphore per event loop: a semaphore that ever made a cycle wait is bound to its
+        # loop, and `run_once` may be called from a new loop each time (asyncio.run).
+        loop = asyncio.get_running_loop()
+        entry = self._limits.get(system)
+        if entry is None or entry[0] is not loop:
+            entry = (loop, asyncio.Semaphore(self.config.max_concurrent_streams))
+            self._limits[system] = entry
+        return entry[1]
 
     # ---------------------------------------------------------------- cycles
 
@@ -154,30 +158,26 @@ class Collector:
         on_page: Callable[[str, str, CycleResult], None] | None = None,
         on_result: Callable[[CycleResult], None] | None = None,
     ) -> list[CycleResult]:
-        """One cycle of every enabled stream: systems side by side, a system's streams in turn."""
+        """One cycle of every enabled stream: systems side by side, and up to
+        ``max_concurrent_streams`` streams of a system at a time (the limit the schedule keeps)."""
         pairs = self.streams(systems)
-        by_system: dict[str, list[str]] = {}
-        for system, stream in pairs:
-            by_system.setdefault(system, []).append(stream)
 
-        async def one_system(system: str, streams: list[str]) -> list[CycleResult]:
-            results = []
-            for stream in streams:
-                callback = None
-                if on_page is not None:
+        async def one_stream(system: str, stream: str) -> CycleResult:
+            callback = None
+            if on_page is not None:
 
-                    def callback(r: CycleResult, _s: str = system, _t: str = stream) -> None:
-                        on_page(_s, _t, r)
+                def callback(r: CycleResult) -> None:
+                    on_page(system, stream, r)
 
-                result = await self.run_stream(system, stream, on_page=callback)
-                if on_result is not None:
-                    on_result(result)
-                results.append(result)
-            return results
+            # run_stream waits for the system's limit: streams start in configuration order.
+            result = await self.run_stream(system, stream, on_page=callback)
+            if on_result is not None:
+                on_result(result)
+            return result
 
-        gathered = await asyncio.gather(*(one_system(s, t) for s, t in by_system.items()))
+        gathered = await asyncio.gather(*(one_stream(s, t) for s, t in pairs))
         order = {pair: i for i, pair in enumerate(pairs)}
-        return sorted((r for rs in gathered for r in rs), key=lambda r: order[(r.system, r.stream)])
+        return sorted(gathered, key=lambda r: order[(r.system, r.stream)])
 
     # ---------------------------------------------------------------- completeness
 
