@@ -21,7 +21,8 @@ Measured (2026-12-02, 2 cores shared with four other engineers' test runs, load 
 throughout, so the wall figures are inflated; one collector process):
 scale 10 (5,731,311 records), SQLite: 744.6 s = 7,697 records/s; collector CPU 440.9 s
 (12,998 records per CPU-s), sandbox CPU 224.3 s, load 10.5; --verify: 14/14 pairs equal.
-PostgreSQL at scale 10: not re-measured in this round.
+PostgreSQL (right after, load falling from 10 to 3): 581.9 s = 9,850 records/s; collector CPU
+419.7 s (13,656 records per CPU-s), sandbox CPU 210.5 s; --verify: 14/14 pairs equal.
 scale 1 (560,758 records), SQLite, the code before and after this round run back to back under
 the same load (13 to 18): before 108.0 s and 169.4 s wall, collector CPU 47.4 s and 53.0 s;
 after 140.8 s and 113.1 s wall, collector CPU 39.7 s and 32.5 s (-16 % and -39 %); with a
