@@ -17,8 +17,8 @@ Prints wall seconds and records/s, the slowest streams, and CPU seconds of the c
 process and of the sandbox child with the load average: on a shared machine wall seconds grow
 with everyone else's work, CPU seconds much less, so compare changes by CPU.
 
-Measured (2026-12-02, 2 cores shared with four other engineers' test runs, load average 10 to 18
-throughout, so the wall figures are inflated; one collector process):
+Measured (2026-12-02, 2 cores shared with four other engineers' test runs, load average mostly 10 to 18,
+so the wall figures are inflated; one collector process):
 scale 10 (5,731,311 records), SQLite: 744.6 s = 7,697 records/s; collector CPU 440.9 s
 (12,998 records per CPU-s), sandbox CPU 224.3 s, load 10.5; --verify: 14/14 pairs equal.
 PostgreSQL (right after, load falling from 10 to 3): 581.9 s = 9,850 records/s; collector CPU
