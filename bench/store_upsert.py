@@ -8,7 +8,15 @@ work, wall time measures the neighbours too, while CPU time measures the upsert 
 PostgreSQL is 127.0.0.1:5432 (user postgres) unless O2C_BENCH_POSTGRES_URL says otherwise; the
 benchmark creates and drops its own database.
 
-Measured 2026-12-02, 1,000,000 records in batches of 100,000, while four other engineers ran
+Measured 2026-12-02 02:47-02:49 UTC on an idle machine (load average 0.3-1.0), after the
+reference indexes of migration 0005 (time_entries.project_ref is one more B-tree per insert),
+four runs of PostgreSQL, one of SQLite:
+
+    PostgreSQL insert     92,532 / 123,327 / 116,172 / 143,768 per s wall (median 119,750)
+               re-upsert 105,917 /  72,621 / 103,102 /  96,982 per s wall (median 100,042)
+    SQLite     insert    125,574/s wall;  re-upsert 103,086/s wall
+
+Earlier figures, 1,000,000 records in batches of 100,000, while four other engineers ran
 test suites on the machine (load average in brackets; per CPU-second = this process plus its
 PostgreSQL backend):
 
