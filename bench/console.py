@@ -24,7 +24,23 @@ Seconds per load, in the order loaded (first = cold):
     resyncs     2.39  1.32  2.42        2.58    0.93   1.39
     sources     1.35  1.39  1.57        0.85    1.07   1.05
 
-The target is not met. The deal page's cold load is bounded by full scans: the store has no
+After migration 0005 (indexes on the reference columns), 2026-12-02 03:11 UTC, idle machine
+(load average 1.1), same store, 3 loads:
+
+    page        cold s  warm s (median)
+    executive     1.83    0.83
+    breaks        1.79    0.87
+    deal          4.50    0.74
+    resyncs       0.74    0.56
+    sources       0.59    0.59
+
+Every page is under 2 s but the deal page's first load. In-process, one deal_view at scale 10
+takes 2.6-3.2 s: read_records_where ORs an IN list on source_id (the second column of the
+primary key, so no index serves it) with the indexed references, which makes SQLite scan the
+table; and read_breaks_mentioning matches the breaks' records JSON with LIKE (a scan of 74,500
+breaks, 1.05 s). One query per condition, and a table of (break, record) pairs, would fix both.
+
+Before the indexes: the target was not met. The deal page's cold load is bounded by full scans: the store has no
 index on the reference columns it follows (projects.opportunity_ref, time_entries.project_ref,
 invoices.opportunity_ref / project_ref / twin_ref / psa_invoice_ref,
 payment_applications.invoice_ref), so one deal reads millions of time entries and every invoice

@@ -59,6 +59,9 @@ def _configure_logging(level: str) -> None:
     )
     for chatty in ("apscheduler", "alembic", "httpx"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # A run skipped because the previous one of the same job is still going is the schedule
+    # working as designed (max_instances=1); each cycle's own outcome is logged by its job.
+    logging.getLogger("apscheduler.scheduler").setLevel(logging.ERROR)
 
 
 def _open_store(settings: Settings) -> store.Store:

@@ -154,6 +154,11 @@ def demo_settings(
         "interval_seconds": options.reconcile_seconds,
         "legal_entity_aliases": {**aliases, **base.reconcile.legal_entity_aliases},
     }
+    # Repairs follow each reconcile closely, so that the demo shows them within a minute or two.
+    overrides["resync"] = {
+        **base.resync.model_dump(),
+        "interval_seconds": min(base.resync.interval_seconds, options.reconcile_seconds),
+    }
     overrides["alerts"] = {
         **base.alerts.model_dump(),
         "console_url": f"http://{base.console.address}:{options.console_port}",
