@@ -67,27 +67,9 @@ ChildSandbox = Any
 
 
 def vendor_settings(sb: ChildSandbox, key_file: Path) -> dict[str, dict[str, Any]]:
-    creds = sb.info["credentials"]
-    return {
-        "salesforce": {
-            "instance_url": sb.urls["salesforce"],
-            "client_id": creds["salesforce"]["client_id"],
-            "client_secret": creds["salesforce"]["client_secret"],
-            "verify": sb.ca_file,
-        },
-        "kantata": {
-            "base_url": f"{sb.urls['kantata']}/api/v1",
-            "token": creds["kantata"]["access_token"],
-        },
-        "netsuite": {
-            "base_url": f"{sb.urls['netsuite']}/services/rest",
-            "account": creds["netsuite"]["account"],
-            "client_id": creds["netsuite"]["client_id"],
-            "certificate_id": "bench-cert",
-            "private_key_file": str(key_file),
-        },
-        "stripe": {"api_base": sb.urls["stripe"], "api_key": creds["stripe"]["secret_key"]},
-    }
+    from o2c.demo import vendor_overrides
+
+    return dict(vendor_overrides(sb.urls, sb.info["credentials"], sb.ca_file, key_file))
 
 
 COLLECTOR = {"cycle_timeout_seconds": 7200, "request_timeout_seconds": 120}

@@ -18,7 +18,7 @@ import logging
 import os
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -105,15 +105,23 @@ def netsuite_key(directory: Path) -> Path:
     return path
 
 
-def vendor_overrides(sandbox: ChildSandbox, key_file: Path) -> dict[str, dict[str, str]]:
-    """Settings groups pointing every vendor at the sandbox, as an operator would write them."""
-    urls, creds = sandbox.urls, sandbox.info["credentials"]
+def vendor_overrides(
+    urls: Mapping[str, str],
+    creds: Mapping[str, Mapping[str, str]],
+    ca_file: str | Path,
+    key_file: Path,
+) -> dict[str, dict[str, str]]:
+    """Settings groups pointing every vendor at a sandbox, as an operator would write them.
+
+    ``urls``, ``creds`` and ``ca_file`` are what the sandbox describes (in a child process or
+    in this one); ``key_file`` signs NetSuite's JWT assertion.
+    """
     return {
         "salesforce": {
             "instance_url": urls["salesforce"],
             "client_id": creds["salesforce"]["client_id"],
             "client_secret": creds["salesforce"]["client_secret"],
-            "verify": sandbox.ca_file,
+            "verify": str(ca_file),
         },
         "kantata": {
             "base_url": f"{urls['kantata']}/api/v1",
@@ -139,7 +147,9 @@ def demo_settings(
 ) -> Settings:
     """The operator's settings (environment, o2c.toml) with the vendors and pace of the demo."""
     base = load_settings()
-    overrides: dict[str, Any] = vendor_overrides(sandbox, key_file)
+    overrides: dict[str, Any] = vendor_overrides(
+        sandbox.urls, sandbox.info["credentials"], sandbox.ca_file, key_file
+    )
     overrides["collector"] = {
         **base.collector.model_dump(),
         "interval_seconds": options.interval_seconds,

@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, text
 import store
 from collector import Collector, CollectorMetrics, CycleResult
 from o2c import collect as wiring
+from o2c.demo import vendor_overrides
 from o2c.settings import Settings
 from sandbox.apis import FaultPlan
 from sandbox.server import Sandbox
@@ -73,27 +74,7 @@ def key_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def vendor_settings(sb: Sandbox, key_file: Path) -> dict[str, dict[str, Any]]:
-    creds = sb.credentials
-    return {
-        "salesforce": {
-            "instance_url": sb.urls["salesforce"],
-            "client_id": creds["salesforce"]["client_id"],
-            "client_secret": creds["salesforce"]["client_secret"],
-            "verify": str(sb.ca_file),
-        },
-        "kantata": {
-            "base_url": f"{sb.urls['kantata']}/api/v1",
-            "token": creds["kantata"]["access_token"],
-        },
-        "netsuite": {
-            "base_url": f"{sb.urls['netsuite']}/services/rest",
-            "account": creds["netsuite"]["account"],
-            "client_id": creds["netsuite"]["client_id"],
-            "certificate_id": "sandbox-cert",
-            "private_key_file": str(key_file),
-        },
-        "stripe": {"api_base": sb.urls["stripe"], "api_key": creds["stripe"]["secret_key"]},
-    }
+    return dict(vendor_overrides(sb.urls, sb.credentials, sb.ca_file, key_file))
 
 
 def sandbox_settings(sb: Sandbox, key_file: Path, database_url: str, **collector: Any) -> Settings:
