@@ -13,10 +13,10 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 
 import polars as pl
-from sqlalchemy import Connection, and_, func, insert, or_, select
+from sqlalchemy import Connection, Table, and_, false, func, insert, or_, select, text
 
 from store import _bulk
-from store._reconcile import BREAK_COLUMNS, _read, break_transitions, breaks
+from store._reconcile import BREAK_COLUMNS, _read, break_records, break_transitions, breaks
 from store._repository import read_query
 from store._schema import Entity, probe_runs, quarantine, state_changes
 
@@ -41,18 +41,45 @@ def read_records_where(
         raise ValueError(f"{entity.name}: unknown columns {unknown}")
     names = [c.name for c in table.columns]
     schema = _bulk.polars_schema(table, names)
-    conditions = []
+    # One query per condition: an OR of differently indexed columns makes both SQLite and
+    # PostgreSQL scan the table. source_id is the primary key's second column, so it is looked up
+    # together with every system the table holds (a handful), which the key's index serves.
+    systems: list[str] | None = None
+    frames = []
     for name, values in any_of.items():
         wanted = sorted({v for v in values if v is not None})
+        if wanted and name == "source_id" and systems is None:
+            systems = _systems_in(conn, table)
         for start in range(0, len(wanted), _IN_CHUNK):
-            conditions.append(table.c[name].in_(wanted[start : start + _IN_CHUNK]))
-    if not conditions:
+            query = select(table).where(table.c[name].in_(wanted[start : start + _IN_CHUNK]))
+            if name == "source_id":
+                query = query.where(table.c.source_system.in_(systems or []))
+            if not include_deleted:
+                query = query.where(table.c.is_deleted.is_(False))
+            frames.append(read_query(conn, query, schema))
+    if not frames:
         return pl.DataFrame(schema=schema)
-    query = select(table).where(or_(*conditions))
-    if not include_deleted:
-        query = query.where(table.c.is_deleted.is_(False))
-    query = query.order_by(table.c.source_system, table.c.source_id)
-    return read_query(conn, query, schema)
+    return (
+        pl.concat(frames)
+        .unique(["source_system", "source_id"], keep="first", maintain_order=True)
+        .sort("source_system", "source_id")
+    )
+
+
+def _systems_in(conn: Connection, table: Table) -> list[str]:
+    """The distinct source systems of a canonical table, by skipping along its primary key.
+
+    A loose index scan: one index probe per system, where SELECT DISTINCT would read every row.
+    """
+    name = conn.dialect.identifier_preparer.quote(table.name)
+    sql = text(
+        f"WITH RECURSIVE s(system) AS ("
+        f" SELECT MIN(source_system) FROM {name}"
+        f" UNION ALL SELECT (SELECT MIN(source_system) FROM {name} WHERE source_system > s.system)"
+        f" FROM s WHERE s.system IS NOT NULL"
+        f") SELECT system FROM s WHERE system IS NOT NULL"
+    )
+    return [str(r[0]) for r in conn.execute(sql)]
 
 
 def read_record_history(
@@ -197,24 +224,32 @@ def read_acknowledgements(conn: Connection) -> pl.DataFrame:
     return pl.DataFrame([tuple(r) for r in conn.execute(query)], schema=schema, orient="row")
 
 
-def read_breaks_mentioning(
-    conn: Connection, source_ids: Collection[str], *, keys: Collection[str] = ()
-) -> pl.DataFrame:
-    """Breaks whose records JSON mentions any of the ids (a text match the caller confirms), or
-    whose key is one of ``keys`` (``entity:system:id`` of the primary record).
+def read_breaks_mentioning(conn: Connection, source_ids: Collection[str]) -> pl.DataFrame:
+    """Breaks that name any of the ids among their records (``break_records``).
 
     Columns BREAK_COLUMNS; ordered by first detection.
     """
     ids = sorted({i for i in source_ids if i})
-    conditions = [breaks.c.records.contains(f'"id":"{i}"', autoescape=True) for i in ids]
-    wanted = sorted(set(keys))
-    conditions += [
-        breaks.c.key.in_(wanted[start : start + _IN_CHUNK])
-        for start in range(0, len(wanted), _IN_CHUNK)
+    break_ids: set[str] = set()
+    for start in range(0, len(ids), _IN_CHUNK):
+        query = select(break_records.c.break_id).where(
+            break_records.c.source_id.in_(ids[start : start + _IN_CHUNK])
+        )
+        break_ids.update(str(r[0]) for r in conn.execute(query))
+    found = sorted(break_ids)
+    frames = [
+        _read(
+            conn,
+            breaks,
+            select(*(breaks.c[c] for c in BREAK_COLUMNS)).where(
+                breaks.c.break_id.in_(found[start : start + _IN_CHUNK])
+            ),
+        )
+        for start in range(0, len(found), _IN_CHUNK)
     ]
-    query = select(*(breaks.c[c] for c in BREAK_COLUMNS))
-    query = query.where(or_(*conditions)) if conditions else query.where(breaks.c.key.is_(None))
-    return _read(conn, breaks, query.order_by(breaks.c.first_detected_at, breaks.c.break_id))
+    if not frames:
+        return _read(conn, breaks, select(*(breaks.c[c] for c in BREAK_COLUMNS)).where(false()))
+    return pl.concat(frames).sort("first_detected_at", "break_id")
 
 
 def read_break_transitions_of(conn: Connection, break_ids: Collection[str]) -> pl.DataFrame:

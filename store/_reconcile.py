@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    delete,
     func,
     insert,
     select,
@@ -36,6 +37,7 @@ from store._schema import Entity, metadata, probe_runs
 from store._types import UTCDateTime
 
 _PK = BigInteger().with_variant(Integer(), "sqlite")
+_IN_CHUNK = 500  # bound parameters per IN list, well under every backend's limit
 
 reconcile_runs = Table(
     "reconcile_runs",
@@ -94,6 +96,19 @@ break_transitions = Table(
     Column("actor", String(128), nullable=False),
     Column("note", Text()),
     Index(None, "break_id"),
+)
+
+break_records = Table(
+    "break_records",
+    metadata,
+    # The records each break names (its ``records`` JSON, one row each), so "which breaks mention
+    # this record" is an index lookup, not a text scan of every break. Kept in step with the
+    # register by write_break_register.
+    Column("break_id", String(40), primary_key=True),
+    Column("entity", String(64), primary_key=True),
+    Column("source_system", String(32), primary_key=True),
+    Column("source_id", String(64), primary_key=True),
+    Index(None, "source_id"),
 )
 
 kpi_snapshots = Table(
@@ -196,16 +211,55 @@ def read_break_register(conn: Connection) -> pl.DataFrame:
 
 
 def write_break_register(conn: Connection, inserted: pl.DataFrame, updated: pl.DataFrame) -> int:
-    """Insert new break rows and overwrite changed ones (keyed by break_id); returns the count."""
+    """Insert new break rows and overwrite changed ones (keyed by break_id); returns the count.
+
+    The breaks' records are indexed in ``break_records`` in the same transaction.
+    """
     schema = _schema(breaks)
     written = 0
     if not inserted.is_empty():
         rows = inserted.select(BREAK_COLUMNS).cast(schema)  # type: ignore[arg-type]
         written += _bulk.insert_frame(conn, breaks, rows)
+        _bulk.insert_frame(conn, break_records, break_record_rows(rows))
     if not updated.is_empty():
         rows = updated.select(BREAK_COLUMNS).cast(schema)  # type: ignore[arg-type]
         written += _bulk.update_frame(conn, breaks, rows, ["break_id"])
+        # A break keeps its id while its records may change (a second duplicate appears).
+        ids = rows.get_column("break_id").to_list()
+        for start in range(0, len(ids), _IN_CHUNK):
+            conn.execute(
+                delete(break_records).where(
+                    break_records.c.break_id.in_(ids[start : start + _IN_CHUNK])
+                )
+            )
+        _bulk.insert_frame(conn, break_records, break_record_rows(rows))
     return written
+
+
+_RECORD_FIELDS = pl.List(
+    pl.Struct({"system": pl.String(), "entity": pl.String(), "id": pl.String()})
+)
+
+
+def break_record_rows(register: pl.DataFrame) -> pl.DataFrame:
+    """One (break_id, entity, source_system, source_id) row per record a break names, unique."""
+    if register.is_empty():
+        return pl.DataFrame(schema=_schema(break_records))
+    return (
+        register.lazy()
+        .select("break_id", pl.col("records").str.json_decode(_RECORD_FIELDS).alias("r"))
+        .explode("r")
+        .unnest("r")
+        .select(
+            "break_id",
+            "entity",
+            pl.col("system").alias("source_system"),
+            pl.col("id").alias("source_id"),
+        )
+        .drop_nulls()
+        .unique()
+        .collect()
+    )
 
 
 def insert_break_transitions(conn: Connection, frame: pl.DataFrame) -> int:

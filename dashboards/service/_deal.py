@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
 import polars as pl
 
 import store
@@ -265,18 +264,13 @@ def deal_view(db: store.Store, user: User, opportunity_id: str) -> DealView | No
         else pl.DataFrame(schema=EVENT_SCHEMA)
     ).sort("at", "system", "source_id", maintain_order=True)
 
-    named = set(records.get_column("source_id").to_list()) | set(project_ids)
+    named = (
+        set(records.get_column("source_id").to_list())
+        | set(project_ids)
+        | set(time_entries.get_column("source_id").to_list())
+    )
     with db.begin() as conn:
-        # Time entries are many: their breaks are found by key, not by a text match each.
-        keys = [
-            f"time_entries:{s}:{i}"
-            for s, i in zip(time_entries["source_system"], time_entries["source_id"], strict=True)
-        ]
-        named |= set(time_entries.get_column("source_id").to_list())
-        found = store.read_breaks_mentioning(
-            conn, sorted(named - set(time_entries["source_id"])), keys=keys
-        )
-        deal_breaks = _breaks_of(found, named)
+        deal_breaks = store.read_breaks_mentioning(conn, sorted(named))
         transitions = store.read_break_transitions_of(
             conn, deal_breaks.get_column("break_id").to_list()
         )
@@ -288,17 +282,6 @@ def deal_view(db: store.Store, user: User, opportunity_id: str) -> DealView | No
         breaks=deal_breaks,
         transitions=transitions,
     )
-
-
-def _breaks_of(register: pl.DataFrame, ids: set[str]) -> pl.DataFrame:
-    """Breaks any of whose records is one of ``ids`` (by the records' JSON)."""
-    # The store matched the ids as text; keep the breaks whose records really name one of them.
-    candidates = register
-    keep = [
-        any(r.get("id") in ids for r in orjson.loads(records))
-        for records in candidates.get_column("records").to_list()
-    ]
-    return candidates.filter(pl.Series(keep, dtype=pl.Boolean)).sort("first_detected_at")
 
 
 _DEAL_ID = r'"entity":"opportunities","id":"([^"]+)"'
