@@ -80,7 +80,15 @@ def resyncs(db: store.Store, user: User, *, audit_limit: int = 200) -> Resyncs:
     return Resyncs(
         pending=requests.filter(pl.col("status") == "awaiting_approval").sort("requested_at"),
         in_flight=requests.filter(pl.col("status").is_in(["queued", "running"])),
-        recent=requests.sort("id", descending=True).head(200),
+        # Latest activity first: a policy cycle queues hundreds of requests at once, and ordering
+        # by id alone would hide the ones that have since finished behind them. One cycle stamps
+        # its requests and outcomes with one time; within it, what finished came last.
+        recent=requests.sort(
+            pl.coalesce("finished_at", "approved_at", "requested_at"),
+            pl.col("finished_at").is_not_null(),
+            "id",
+            descending=True,
+        ).head(200),
         audit=read_audit(db, limit=audit_limit),
     )
 

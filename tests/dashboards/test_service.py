@@ -340,6 +340,16 @@ def test_an_approval_needs_the_approver_role_and_records_who_approved(filled: st
     ]
 
 
+def test_recent_requests_show_the_latest_activity_first(filled: store.Store) -> None:
+    ids = ids_by_type(filled)
+    by_approval = ResyncPolicy(modes=dict.fromkeys(ids, "approval"))
+    older = service.trigger(filled, OPERATOR, ids["won_deal_without_project"], by_approval)
+    newer = service.trigger(filled, OPERATOR, ids["invoice_missing_in_billing"], by_approval)
+    assert service.resyncs(filled, VIEWER).recent["id"].to_list() == [newer, older]
+    service.reject(filled, APPROVER, older, note="not ours")
+    assert service.resyncs(filled, VIEWER).recent["id"].to_list() == [older, newer]
+
+
 def test_resync_candidates_are_the_open_breaks_an_action_repairs(filled: store.Store) -> None:
     offered = service.candidates(filled, VIEWER, POLICY)
     assert dict(offered.select("break_type", "mode").iter_rows()) == {
