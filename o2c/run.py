@@ -69,6 +69,7 @@ class Periodic:
     runs: int = field(default=0, init=False)
     failures: int = field(default=0, init=False)
     last_error: str | None = field(default=None, init=False)
+    _scheduler: AsyncIOScheduler | None = field(default=None, init=False, repr=False)
 
     async def tick(self) -> None:
         """One run; APScheduler needs a coroutine function to await it on the event loop."""
@@ -86,9 +87,20 @@ class Periodic:
             return
         self.runs += 1
         self.last_error = None
-        log.info("%s done in %.1f s: %s", self.name, time.monotonic() - started, outcome)
+        if outcome is not None:  # None: nothing new to say
+            log.info("%s done in %.1f s: %s", self.name, time.monotonic() - started, outcome)
+
+    def wake(self, after: float = 0.0) -> None:
+        """Run ``after`` seconds from now instead of at the next tick; no-op until scheduled.
+
+        A job already running is not run twice (one instance at a time); its next tick comes.
+        """
+        if self._scheduler is not None:
+            when = datetime.now(UTC) + timedelta(seconds=after)
+            self._scheduler.modify_job(f"o2c:{self.name}", next_run_time=when)
 
     def schedule(self, scheduler: AsyncIOScheduler) -> None:
+        self._scheduler = scheduler
         scheduler.add_job(
             self.tick,
             "interval",
@@ -101,6 +113,10 @@ class Periodic:
             misfire_grace_time=max(1, int(self.seconds)),
             replace_existing=True,
         )
+
+
+WAITING_POLL_SECONDS = 1.0
+"""How often the reconcile looks again while the first full read is still going."""
 
 
 class Reconciles:
@@ -125,6 +141,10 @@ class Reconciles:
             FrameCache(settings.data_dir / "reconcile-cache") if settings.reconcile.cache else None
         )
         self.last: RunReport | None = None
+        self.after_run: Callable[[], None] | None = None
+        """Called on the event loop after each run, e.g. to wake the resync cycle."""
+        self._job: Periodic | None = None
+        self._waiting = 0  # streams still unread when last said
 
     def run_once(self) -> RunReport:
         # Traced when OTLP is configured: the run's trace id becomes the exemplar of
@@ -152,13 +172,21 @@ class Reconciles:
         self.synced = not missing
         return missing
 
-    async def __call__(self) -> str:
+    async def __call__(self) -> str | None:
         missing = await asyncio.to_thread(self.waiting_for)
         if missing:
+            # Look again soon: the first reconcile should follow the first full read closely.
+            if self._job is not None:
+                self._job.wake(after=WAITING_POLL_SECONDS)
+            said, self._waiting = self._waiting, len(missing)
+            if said == len(missing):
+                return None
             return (
                 f"waiting for the first full read of {len(missing)} of {len(self.streams)} streams"
             )
         report = await asyncio.to_thread(self.run_once)
+        if self.after_run is not None:
+            self.after_run()
         c = report.counts
         return (
             f"run {report.run_id}: {c['breaks_detected']:,} breaks "
@@ -166,7 +194,8 @@ class Reconciles:
         )
 
     def periodic(self, seconds: float, *, first_delay: float = 0.0) -> Periodic:
-        return Periodic("reconcile", seconds, self, first_delay=first_delay)
+        self._job = Periodic("reconcile", seconds, self, first_delay=first_delay)
+        return self._job
 
 
 def add_jobs(jobs: list[Periodic]) -> Callable[[AsyncIOScheduler], None]:
@@ -208,7 +237,10 @@ def build_jobs(
 
         jobs.append(Periodic("alertmanager push", alerts.interval_seconds, push_alerts))
     if settings.resync.enabled:
-        jobs.append(Resyncs(settings, db, clock=clock).periodic(settings.resync.interval_seconds))
+        resyncs = Resyncs(settings, db, clock=clock).periodic(settings.resync.interval_seconds)
+        # A fresh register is acted on at once, not up to an interval later.
+        reconciles.after_run = resyncs.wake
+        jobs.append(resyncs)
     return jobs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import subprocess
 import sys
@@ -11,9 +12,10 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 import store
-from o2c.run import reconcile_config
+from o2c.run import Periodic, add_jobs, reconcile_config
 from o2c.settings import Settings
 from sandbox.estate import Estate
 from sandbox.server import serve
@@ -59,6 +61,9 @@ def test_o2c_run_collects_reconciles_on_its_schedule_and_stops_on_sigterm(
     with serve(Estate.generate(seed=43, scale=0.01)) as sb:
         env = sandbox_env(sb, key_file, url, interval_seconds=1, metrics_port=0)
         env["O2C_RECONCILE__INTERVAL_SECONDS"] = "2"
+        # Repairs would resolve breaks between runs (each reconcile wakes the resync cycle);
+        # this test is about the reconcile's own schedule.
+        env["O2C_RESYNC__ENABLED"] = "false"
         env["O2C_DATA_DIR"] = str(tmp_path / "data")
         proc = subprocess.Popen(
             [sys.executable, "-m", "o2c.cli", "run"],
@@ -80,6 +85,30 @@ def test_o2c_run_collects_reconciles_on_its_schedule_and_stops_on_sigterm(
     # from the start, and none was a half-read record that a later run had to resolve
     assert runs[-1].breaks_detected == runs[0].breaks_detected > 0
     assert all(run.breaks_resolved == 0 for run in runs)
+
+
+@pytest.mark.anyio
+async def test_a_job_woken_by_another_runs_at_once_not_at_its_next_tick() -> None:
+    scheduler = AsyncIOScheduler()
+    ran = asyncio.Event()
+
+    async def resync() -> None:
+        ran.set()
+
+    follower = Periodic("resync", 3600, resync, first_delay=3600)
+
+    async def reconcile() -> str:
+        follower.wake()
+        return "run 1"
+
+    leader = Periodic("reconcile", 3600, reconcile, first_delay=0)
+    add_jobs([leader, follower])(scheduler)
+    scheduler.start()
+    try:
+        await asyncio.wait_for(ran.wait(), timeout=10)
+    finally:
+        scheduler.shutdown(wait=False)
+    assert (leader.runs, follower.runs) == (1, 1)
 
 
 def _wait_for_reconciles(url: str, n: int, proc: subprocess.Popen[str]) -> list[store.ReconcileRun]:
