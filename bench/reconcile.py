@@ -11,6 +11,23 @@ once (simulators on loopback -> probes -> collector -> store; cached as parquet 
 every id and reference suffixed per copy: the same records and defects, N times over, written
 through ``Store.ingest``. The estate is never mapped a second time outside the probes.
 
+Measured 2026-12-02 04:55-05:05 UTC at scale 10 (10 x scale 1: 5,886,530 canonical rows,
+72,880 then 74,470 breaks) on this machine idle (load average 1.1-1.9), wall s (load / compute /
+persist), peak RSS of the reconcile child:
+
+    backend     cold full               warm re-run         after 1% change     no cache, full
+    PostgreSQL  12.7 (6.7/4.6/1.3)      3.9 (1.0/2.4/0.5)   6.3 (3.2/2.4/0.7)   8.3 (4.6/3.2/0.4)
+                2.79 GiB                2.39 GiB            2.33 GiB            2.76 GiB
+    SQLite      30.8 (27.1/2.3/1.4)     4.5 (1.5/2.4/0.7)   6.8 (3.5/2.4/0.9)   25.1 (22.0/2.3/0.7)
+                3.54 GiB                2.43 GiB            2.44 GiB            3.14 GiB
+
+So scale 10 alone already needs 2.8-3.5 GiB and the 1% incremental 6.3-6.8 s: scale 40 (four
+times the rows) would need about four times the memory, and the targets (15 s, 3 GB, 3 s) are
+not met. What it would take: the rules computed over lazily scanned Arrow files of the frame
+cache (streaming, so that peak memory is a working set, not the estate) and an incremental
+compute that re-evaluates only the chains the changed records belong to (today every rule is
+recomputed over every cached frame: the 2.4 s of compute in each row above).
+
 Measured 2026-11-27 at scale 10 (10 x scale 1 = 5,886,530 canonical rows, 72,880 breaks), on
 this 2-core machine while other agents kept its load average at 9-16 (so every figure is
 inflated several times over an idle machine):
