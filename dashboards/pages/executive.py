@@ -7,14 +7,14 @@ from typing import Literal
 import streamlit as st
 
 from dashboards import _ui
-from dashboards.service import TRENDS, Executive, KpiTile, executive, money, when
+from dashboards.service import TRENDS, Executive, KpiTile, executive, money, money_short, when
 
 
-def _shown(tile: KpiTile, value: float | None) -> str:
+def _shown(tile: KpiTile, value: float | None, *, exact: bool = False) -> str:
     if value is None:
         return "n/a"
     if tile.unit == "minor":
-        return money(round(value), tile.currency)
+        return (money if exact else money_short)(round(value), tile.currency)
     if tile.unit == "days":
         return f"{value:,.1f} days"
     if tile.unit == "ratio":
@@ -49,9 +49,12 @@ def render() -> None:
             color: Literal["off", "inverse", "normal"] = "off"  # unchanged or unknown
             if tile.improved is not None:
                 color = "inverse" if tile.lower_is_better else "normal"
+            exact = _shown(tile, tile.value, exact=True)
+            shown = _shown(tile, tile.value)
             columns[n % 3].metric(
-                tile.label, _shown(tile, tile.value), _delta(tile), delta_color=color, border=True
-            )
+                tile.label, shown, _delta(tile), delta_color=color, border=True,
+                help=exact if exact != shown else None,
+            )  # fmt: skip
         st.subheader("Trends")
         left, right = st.columns(2)
         for n, (title, kpis) in enumerate(TRENDS.items()):

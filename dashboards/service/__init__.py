@@ -30,7 +30,7 @@ from dashboards.service._breaks import (
 )
 from dashboards.service._config import ConsoleConfig
 from dashboards.service._deal import DealView, deal_view, deals_with_breaks, find_deal
-from dashboards.service._format import money, money_column, when
+from dashboards.service._format import money, money_column, money_short, when
 from dashboards.service._kpis import TILES, TRENDS, Executive, KpiTile, executive
 from dashboards.service._resyncs import (
     Resyncs,
@@ -86,6 +86,7 @@ __all__ = [
     "find_deal",
     "money",
     "money_column",
+    "money_short",
     "parse_collector_metrics",
     "plan",
     "prioritise",

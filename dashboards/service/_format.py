@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import ROUND_HALF_EVEN, Decimal
 
 import polars as pl
 
@@ -20,6 +21,25 @@ def money(minor: int | None, currency: str | None) -> str:
     except ValueError:
         return f"{minor:,} {currency} (minor units)"
     return f"{major:,} {currency}"
+
+
+_SCALES = ((Decimal(10**9), "B"), (Decimal(10**6), "M"))
+
+
+def money_short(minor: int | None, currency: str | None) -> str:
+    """Money for a tile: millions and billions with two decimals (``"16.78M USD"``), else as
+    ``money``. A tile is a glance; the exact amount goes in its tooltip."""
+    if minor is None or not currency:
+        return money(minor, currency)
+    try:
+        major = from_minor(int(minor), currency)
+    except ValueError:
+        return money(minor, currency)
+    for size, suffix in _SCALES:
+        if abs(major) >= size:
+            short = (major / size).quantize(Decimal("0.01"), rounding=ROUND_HALF_EVEN)
+            return f"{short:,}{suffix} {currency}"
+    return money(minor, currency)
 
 
 def money_column(frame: pl.DataFrame, minor: str, currency: str, alias: str) -> pl.DataFrame:

@@ -47,6 +47,25 @@ def test_tiles_show_the_latest_snapshot_against_the_earlier_one(filled: store.St
     assert tiles["billing_lag_time_p50_days"].value is None  # nothing invoiced from the PSA
 
 
+@pytest.mark.parametrize(
+    ("minor", "currency", "shown"),
+    [
+        (1678146754, "USD", "16.78M USD"),
+        (-1678146754, "USD", "-16.78M USD"),
+        (99999999, "USD", "999,999.99 USD"),
+        (100000000, "USD", "1.00M USD"),
+        (250000000000, "JPY", "250.00B JPY"),  # no minor unit: 250,000,000,000 yen
+        (7190125, "USD", "71,901.25 USD"),
+        (None, "USD", ""),
+        (12345, None, "12,345 (minor units, no currency)"),
+    ],
+)
+def test_a_tile_shows_millions_and_billions_short(
+    minor: int | None, currency: str | None, shown: str
+) -> None:
+    assert service.money_short(minor, currency) == shown
+
+
 def test_trends_have_one_point_per_snapshot_with_money_in_major_units(
     filled: store.Store,
 ) -> None:
