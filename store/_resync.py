@@ -562,6 +562,13 @@ def read_resync_attempts(conn: Connection, *, request_id: int | None = None) -> 
     return _frame(conn.execute(query), schema)
 
 
+def count_resync_requests(conn: Connection) -> dict[str, int]:
+    """Requests counted by status (for the exporter: a GROUP BY, not every request read)."""
+    c = resync_requests.c
+    query = select(c.status, func.count()).group_by(c.status)
+    return {str(status): int(n) for status, n in conn.execute(query)}
+
+
 def read_resync_outcomes(conn: Connection) -> pl.DataFrame:
     """Finished attempts counted by system, action and outcome (for the exporter).
 

@@ -74,7 +74,8 @@ def test_store_public_surface_is_pinned() -> None:
             # resync requests, approvals, attempts, audit and circuits (store/_resync.py)
             "ACTIVE_REQUEST_STATUSES", "REQUEST_STATUSES", "CircuitState", "ResyncRequest",
             "abandon_resync_attempts", "append_resync_audit", "claim_resync_request",
-            "count_resync_attempts_since", "decide_resync_request", "defer_resync_request",
+            "count_resync_attempts_since", "count_resync_requests", "decide_resync_request",
+            "defer_resync_request",
             "due_resync_requests", "finish_resync_attempt", "finish_resync_request",
             "get_resync_request", "insert_resync_request", "latest_requests_by_break",
             "lock_circuit", "read_breaks", "read_circuit", "read_circuit_states", "read_resync_approvals",

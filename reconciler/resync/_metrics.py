@@ -40,7 +40,7 @@ class ResyncCollector(Collector):
             with self.db.begin() as conn:
                 outcomes = store.read_resync_outcomes(conn)
                 circuits = store.read_circuit_states(conn)
-                requests = store.read_resync_requests(conn)
+                by_status = store.count_resync_requests(conn)
         except Exception:  # telemetry never breaks a job; the scrape just lacks these metrics
             log.exception("resync metrics: reading the store failed")
             return
@@ -52,7 +52,6 @@ class ResyncCollector(Collector):
         for row in outcomes.iter_rows(named=True):
             attempts.add_metric([row["system"], row["action"], row["outcome"]], row["count"])
         yield attempts
-        by_status = dict(requests.group_by("status").len().iter_rows()) if requests.height else {}
         pending = GaugeMetricFamily(
             "o2c_resync_requests", "Resync requests by status.", labels=["status"]
         )
