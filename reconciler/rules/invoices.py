@@ -117,8 +117,9 @@ class InvoiceMissingInErp(BreakRule):
     (and the PSA invoice its only candidate) joins it too, marked ``"suggested": true`` in the
     records: one problem, reported once, its billing side offered for review. Where both can be
     traced to a CRM account (billing customer -> ERP customer -> CRM account; PSA invoice ->
-    project -> deal -> account), the accounts must agree. Billing invoices
-    with no ERP twin left over are breaks of their own, keyed on the billing invoice.
+    project -> deal -> account), the accounts must agree, and such a confirmed candidate
+    outranks candidates whose account cannot be traced (they do not make it ambiguous). Billing
+    invoices with no ERP twin left over are breaks of their own, keyed on the billing invoice.
     """
 
     break_type = "invoice_missing_in_erp"
@@ -173,7 +174,14 @@ class InvoiceMissingInErp(BreakRule):
                    | (pl.col("_crm_b") == pl.col("_crm_k")))
             )
         )  # fmt: skip
-        unique = pairs.filter((pl.len().over("b_id") == 1) & (pl.len().over("k_id") == 1)).select(
+        # A candidate whose account agrees outranks those whose account cannot be traced: an
+        # invoice with a confirmed candidate drops its unconfirmed ones before ties are counted.
+        confirmed = (pl.col("_crm_b") == pl.col("_crm_k")).fill_null(False)
+        ranked = pairs.with_columns(_confirmed=confirmed).filter(
+            pl.col("_confirmed")
+            | ~(pl.col("_confirmed").any().over("b_id") | pl.col("_confirmed").any().over("k_id"))
+        )
+        unique = ranked.filter((pl.len().over("b_id") == 1) & (pl.len().over("k_id") == 1)).select(
             "k_id", pl.col("b_system").alias("_s_system"), pl.col("b_id").alias("_s_id")
         )
         from_psa = psa.join(unique, on="k_id", how="left").select(

@@ -352,3 +352,28 @@ def test_an_erp_subsidiary_name_is_reported_under_the_crm_code_of_its_legal_enti
 
     assert entities(None) == ["Northwind Beratung GmbH"]
     assert entities(ReconcileConfig(legal_entity_aliases=aliases)) == ["DE01"]
+
+
+def test_a_billing_orphan_whose_account_agrees_is_not_made_ambiguous_by_an_untraced_one() -> None:
+    # The scale-10 case: monthly fees of one amount on one day. K-untraced's project has no
+    # deal, so its account is unknown and it could be either billing invoice's twin; S-of-A2's
+    # account agrees with K-of-A2's, which settles that pair, and leaves S-of-A3 to K-untraced.
+    e = base()
+    for n in (2, 3):
+        e.account(f"A{n}")
+        e.customer(f"C{n}", f"A{n}")
+        e.add("accounts", "stripe", f"cus_{n}", erp_customer_id=f"C{n}", name=f"Customer A{n}")
+    e.deal("O2", account="A2")
+    e.project("P2", "O2")
+    e.project("P-no-deal", None)
+    e.psa_invoice("K-of-A2", "P2", total=850, issued=day(20))
+    e.psa_invoice("K-untraced", "P-no-deal", total=850, issued=day(20))
+    e.invoice("stripe", "S-of-A2", total=850, issued=day(20), customer_ref="cus_2")
+    e.invoice("stripe", "S-of-A3", total=850, issued=day(20), customer_ref="cus_3")
+    got = reconcile(e.canonical(), AS_OF, rules={"x": RULES["invoice_missing_in_erp"]}).breaks
+    records = {k: [(r["id"], r.get("suggested", False)) for r in orjson.loads(v)]
+               for k, v in got.select("key", "records").iter_rows()}  # fmt: skip
+    assert records == {
+        "invoices:kantata:K-of-A2": [("K-of-A2", False), ("S-of-A2", True)],
+        "invoices:kantata:K-untraced": [("K-untraced", False), ("S-of-A3", True)],
+    }
