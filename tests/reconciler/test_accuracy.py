@@ -3,7 +3,10 @@
 truth; and re-running on the same data changes nothing.
 
 Small estates (the suite must stay fast); the issue's scales 1 and 10 run through the same code
-with ``python -m tests.reconciler.test_accuracy SEED SCALE``.
+with ``python -m tests.reconciler.test_accuracy SEED SCALE``. Run 2026-12-02 on seeds 1, 2 and 3
+at scales 1 and 10 (6,609 to 7,469 and 71,375 to 71,941 breaks): nothing missed, no amount
+wrong, nothing reported that is not in the truth, after the fix of invoice_missing_in_erp's
+matching that seed 1 at scale 10 called for (4 billing invoices reported on their own).
 """
 
 from __future__ import annotations
