@@ -60,20 +60,24 @@ def runs_started(db: store.Store) -> int:
 
 
 def run_to_end_or_kill(
-    proc: subprocess.Popen[str], kill_after: float | None, db: store.Store
+    proc: subprocess.Popen[str], kill_at: tuple[int, float] | None, db: store.Store
 ) -> str:
-    """Let the process finish, or SIGKILL it ``kill_after`` seconds into its cycles.
+    """Let the process finish, or SIGKILL it at a random point of its work.
 
-    The clock starts when the process has opened its first probe run (not at exec: start-up
-    takes seconds on a busy machine, and a kill before any cycle would test nothing).
+    ``kill_at = (n, delay)``: killed ``delay`` seconds after it has opened its ``n``-th probe
+    run. The point is set by the process's progress, not by the clock since exec: start-up and
+    a cycle take seconds on a busy machine and a fraction of one on an idle one, and a kill
+    before any cycle, or after the last, would test nothing.
     """
-    if kill_after is not None:
-        before = runs_started(db)
+    if kill_at is not None:
+        runs, delay = kill_at
+        target = runs_started(db) + runs
         deadline = time.monotonic() + 120
-        while proc.poll() is None and runs_started(db) == before and time.monotonic() < deadline:
-            time.sleep(0.05)
+        while proc.poll() is None and runs_started(db) < target and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(delay)
     try:
-        proc.wait(timeout=kill_after if kill_after is not None else 300)
+        proc.wait(timeout=0 if kill_at is not None else 300)
         outcome = f"exit {proc.returncode}"
     except subprocess.TimeoutExpired:
         proc.send_signal(signal.SIGKILL)
@@ -100,8 +104,9 @@ def test_faults_and_sigkills_over_twenty_cycles_end_with_the_fault_free_store(
                 with estate.lock:
                     estate.advance(timedelta(hours=12))
             started = time.monotonic()
-            kill_after = rng.uniform(0.0, 3.0) if rng.random() < 0.75 else None
-            outcome = run_to_end_or_kill(collect_process(env), kill_after, watcher)
+            # 14 streams a cycle: killed after opening one of the first 10, mid-read
+            kill_at = (rng.randint(1, 10), rng.uniform(0.0, 0.3)) if rng.random() < 0.75 else None
+            outcome = run_to_end_or_kill(collect_process(env), kill_at, watcher)
             outcomes.append((outcome, round(time.monotonic() - started, 1)))
         # Faults stay on; the collector is left alone until a cycle of every stream succeeds.
         for _ in range(4):
