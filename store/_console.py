@@ -230,26 +230,24 @@ def read_breaks_mentioning(conn: Connection, source_ids: Collection[str]) -> pl.
     Columns BREAK_COLUMNS; ordered by first detection.
     """
     ids = sorted({i for i in source_ids if i})
-    break_ids: set[str] = set()
-    for start in range(0, len(ids), _IN_CHUNK):
-        query = select(break_records.c.break_id).where(
-            break_records.c.source_id.in_(ids[start : start + _IN_CHUNK])
-        )
-        break_ids.update(str(r[0]) for r in conn.execute(query))
-    found = sorted(break_ids)
+    columns = [breaks.c[c] for c in BREAK_COLUMNS]
     frames = [
         _read(
             conn,
             breaks,
-            select(*(breaks.c[c] for c in BREAK_COLUMNS)).where(
-                breaks.c.break_id.in_(found[start : start + _IN_CHUNK])
+            select(*columns).where(
+                breaks.c.break_id.in_(
+                    select(break_records.c.break_id).where(
+                        break_records.c.source_id.in_(ids[start : start + _IN_CHUNK])
+                    )
+                )
             ),
         )
-        for start in range(0, len(found), _IN_CHUNK)
+        for start in range(0, len(ids), _IN_CHUNK)
     ]
     if not frames:
-        return _read(conn, breaks, select(*(breaks.c[c] for c in BREAK_COLUMNS)).where(false()))
-    return pl.concat(frames).sort("first_detected_at", "break_id")
+        return _read(conn, breaks, select(*columns).where(false()))
+    return pl.concat(frames).unique("break_id").sort("first_detected_at", "break_id")
 
 
 def read_break_transitions_of(conn: Connection, break_ids: Collection[str]) -> pl.DataFrame:
