@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import polars as pl
 from sqlalchemy import Connection, and_, func, or_, select
 
 from store._reconcile import ReconcileRun, _read, breaks, kpi_snapshots, reconcile_runs
+from store._repository import source_systems
 from store._schema import probe_runs
 
 SOURCE_HEALTH_SCHEMA: dict[str, pl.DataType] = {
@@ -76,16 +78,27 @@ def read_source_health(conn: Connection) -> pl.DataFrame:
 
     Columns SOURCE_HEALTH_SCHEMA; one row per system that ever ran.
     """
+    # Per system, each latest time is an index probe (source_system leads both probe_runs
+    # indexes): a scrape stays fast however many runs the table has kept.
     c = probe_runs.c
+    systems = source_systems(probe_runs)
+
+    def latest(column: Any, *where: Any) -> Any:
+        return (
+            select(func.max(column))
+            .where(c.source_system == systems.c.system, *where)
+            .scalar_subquery()
+        )
+
     query = (
         select(
-            c.source_system,
-            func.max(c.started_at),
-            func.max(c.finished_at).filter(c.status == "succeeded"),
-            func.max(c.finished_at).filter(c.status == "failed"),
+            systems.c.system,
+            latest(c.started_at),
+            latest(c.finished_at, c.status == "succeeded"),
+            latest(c.finished_at, c.status == "failed"),
         )
-        .group_by(c.source_system)
-        .order_by(c.source_system)
+        .where(systems.c.system.is_not(None))
+        .order_by(systems.c.system)
     )
     rows = [tuple(r) for r in conn.execute(query)]
     return pl.DataFrame(rows, schema=SOURCE_HEALTH_SCHEMA, orient="row")

@@ -13,11 +13,11 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 
 import polars as pl
-from sqlalchemy import Connection, Table, and_, false, func, insert, or_, select, text
+from sqlalchemy import Connection, Table, and_, false, func, insert, or_, select
 
 from store import _bulk
 from store._reconcile import BREAK_COLUMNS, _read, break_records, break_transitions, breaks
-from store._repository import read_query
+from store._repository import read_query, source_systems
 from store._schema import Entity, probe_runs, quarantine, state_changes
 
 _IN_CHUNK = 500  # bound parameters per IN list, well under every backend's limit
@@ -67,19 +67,9 @@ def read_records_where(
 
 
 def _systems_in(conn: Connection, table: Table) -> list[str]:
-    """The distinct source systems of a canonical table, by skipping along its primary key.
-
-    A loose index scan: one index probe per system, where SELECT DISTINCT would read every row.
-    """
-    name = conn.dialect.identifier_preparer.quote(table.name)
-    sql = text(
-        f"WITH RECURSIVE s(system) AS ("
-        f" SELECT MIN(source_system) FROM {name}"
-        f" UNION ALL SELECT (SELECT MIN(source_system) FROM {name} WHERE source_system > s.system)"
-        f" FROM s WHERE s.system IS NOT NULL"
-        f") SELECT system FROM s WHERE system IS NOT NULL"
-    )
-    return [str(r[0]) for r in conn.execute(sql)]
+    systems = source_systems(table)
+    query = select(systems.c.system).where(systems.c.system.is_not(None))
+    return [str(r[0]) for r in conn.execute(query)]
 
 
 def read_record_history(

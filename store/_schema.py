@@ -359,4 +359,6 @@ probe_runs = Table(
     Column("quarantined", BigInteger(), nullable=False, default=0),
     Column("error", Text()),
     Index(None, "source_system", "started_at"),
+    # the exporter's latest success and failure per system, read at every scrape
+    Index(None, "source_system", "status", "finished_at"),
 )
