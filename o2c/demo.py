@@ -217,8 +217,9 @@ def console_process(settings: Settings, port: int) -> Iterator[subprocess.Popen[
     command = streamlit_command(SCRIPT, address=settings.console.address, port=port)
     log_file = (settings.data_dir / "demo" / "console.log").open("ab")
     process = subprocess.Popen(
-        command, env=console_env(settings), stdout=log_file, stderr=subprocess.STDOUT
-    )
+        command, env=console_env(settings), stdout=log_file, stderr=subprocess.STDOUT,
+        start_new_session=True,  # stopped by stop_child, not by the terminal's Ctrl-C
+    )  # fmt: skip
     try:
         yield process
     finally:
@@ -246,6 +247,9 @@ def sandbox_process(options: DemoOptions, state: DemoState) -> Iterator[ChildSan
             speedup=options.speedup,
             advance_seconds=state.advanced or None,
             timeout=600.0,
+            # Ctrl-C stops the demo, which stops its children in order: the sandbox last, so the
+            # collector never retries against vendors that have already gone.
+            new_session=True,
         )
     except RuntimeError as exc:
         raise ConfigError(f"the sandbox did not start: {exc}") from None
@@ -403,6 +407,7 @@ def prometheus_processes(
                 ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         )
         children.append(
@@ -415,6 +420,7 @@ def prometheus_processes(
                 ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         )
         yield {

@@ -267,11 +267,13 @@ def spawn(
     speedup: float | None = None,
     timeout: float = 120.0,
     advance_seconds: float | None = None,
+    new_session: bool = False,
 ) -> ChildSandbox:
     """Serve in a child process (`python -m sandbox.server`) and wait for its description.
 
     ``advance_seconds`` moves the estate's clock forward before serving (a demo resuming where
-    it stopped).
+    it stopped). ``new_session``: the child does not get the terminal's Ctrl-C; the caller
+    stops it (after whatever still talks to it).
     """
     args = [
         sys.executable,
@@ -291,14 +293,21 @@ def spawn(
         args += ["--speedup", str(speedup)]
     if advance_seconds:
         args += ["--advance", str(advance_seconds)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        args, stdout=subprocess.PIPE, text=True, start_new_session=new_session
+    )
     assert process.stdout is not None
     deadline = time.monotonic() + timeout
     line = ""
-    while time.monotonic() < deadline:
-        line = process.stdout.readline()
-        if line.startswith("{") or process.poll() is not None:
-            break
+    try:
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if line.startswith("{") or process.poll() is not None:
+                break
+    except BaseException:  # interrupted while it starts: no child left behind
+        process.kill()
+        process.wait()
+        raise
     if not line.startswith("{"):
         process.kill()
         process.wait()

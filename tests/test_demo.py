@@ -86,14 +86,15 @@ def _start(cwd: Path, ports: dict[str, int]) -> subprocess.Popen[str]:
         [sys.executable, "-m", "o2c.cli", "demo", "--scale", SCALE,
          "--metrics-port", str(ports["metrics"]), "--console-port", str(ports["console"])],
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives a command
     )  # fmt: skip
 
 
-def _stop(proc: subprocess.Popen[str]) -> tuple[str, set[int]]:
+def _stop(proc: subprocess.Popen[str]) -> tuple[str, str, set[int]]:
     children = _descendants(proc.pid)
-    proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
-    out, _err = proc.communicate(timeout=90)
-    return out, children
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: to the terminal's process group
+    out, err = proc.communicate(timeout=90)
+    return out, err, children
 
 
 @pytest.mark.slow
@@ -133,7 +134,7 @@ def test_demo_shows_kpis_breaks_and_automatic_resyncs_then_stops_cleanly_and_res
         runs_before = db.list_probe_runs(limit=1)[0].id
         db.dispose()
     finally:
-        out, children = _stop(proc)
+        out, _err, children = _stop(proc)
 
     assert proc.returncode == 0
     assert "demo stopped" in out
@@ -154,7 +155,7 @@ def test_demo_shows_kpis_breaks_and_automatic_resyncs_then_stops_cleanly_and_res
                lambda: db.list_probe_runs(limit=1)[0].id > runs_before or None, proc, 120)  # fmt: skip
         db.dispose()
     finally:
-        out, children = _stop(proc)
+        out, _err, children = _stop(proc)
     assert "resuming" in out
     assert proc.returncode == 0
     assert [pid for pid in children if _alive(pid)] == []
