@@ -90,16 +90,12 @@ def read_source_health(conn: Connection) -> pl.DataFrame:
             .scalar_subquery()
         )
 
-    query = (
-        select(
-            systems.c.system,
-            latest(c.started_at),
-            latest(c.finished_at, c.status == "succeeded"),
-            latest(c.finished_at, c.status == "failed"),
-        )
-        .where(systems.c.system.is_not(None))
-        .order_by(systems.c.system)
-    )
+    query = select(
+        systems.c.system,
+        latest(c.started_at),
+        latest(c.finished_at, c.status == "succeeded"),
+        latest(c.finished_at, c.status == "failed"),
+    ).order_by(systems.c.system)
     rows = [tuple(r) for r in conn.execute(query)]
     return pl.DataFrame(rows, schema=SOURCE_HEALTH_SCHEMA, orient="row")
 

@@ -16,11 +16,16 @@ import polars as pl
 from sqlalchemy import Connection, Table, and_, false, func, insert, or_, select
 
 from store import _bulk
-from store._reconcile import BREAK_COLUMNS, _read, break_records, break_transitions, breaks
+from store._reconcile import (
+    _IN_CHUNK,
+    BREAK_COLUMNS,
+    _read,
+    break_records,
+    break_transitions,
+    breaks,
+)
 from store._repository import read_query, source_systems
 from store._schema import Entity, probe_runs, quarantine, state_changes
-
-_IN_CHUNK = 500  # bound parameters per IN list, well under every backend's limit
 
 
 def read_records_where(
@@ -67,9 +72,7 @@ def read_records_where(
 
 
 def _systems_in(conn: Connection, table: Table) -> list[str]:
-    systems = source_systems(table)
-    query = select(systems.c.system).where(systems.c.system.is_not(None))
-    return [str(r[0]) for r in conn.execute(query)]
+    return [str(r[0]) for r in conn.execute(select(source_systems(table)))]
 
 
 def read_record_history(

@@ -14,8 +14,8 @@ from typing import Any
 
 import polars as pl
 from sqlalchemy import (
-    CTE,
     Connection,
+    Subquery,
     Table,
     func,
     insert,
@@ -241,9 +241,9 @@ def read_history(conn: Connection, *, entity: str | None = None) -> pl.DataFrame
     return read_query(conn, query, _bulk.polars_schema(state_changes, list(state_changes.c.keys())))
 
 
-def source_systems(table: Table) -> CTE:
-    """The distinct ``source_system`` values of a table (one column, ``system``; a last null row
-    ends the recursion: filter it out), found by skipping along an index that leads with it.
+def source_systems(table: Table) -> Subquery:
+    """The distinct ``source_system`` values of a table (one column, ``system``), found by
+    skipping along an index that leads with it.
 
     A loose index scan: one index probe per system, where SELECT DISTINCT or GROUP BY would read
     every row. The table needs an index (or primary key) whose first column is source_system.
@@ -251,7 +251,9 @@ def source_systems(table: Table) -> CTE:
     column = table.c.source_system
     first = select(func.min(column).label("system")).cte(f"{table.name}_systems", recursive=True)
     following = select(func.min(column)).where(column > first.c.system).scalar_subquery()
-    return first.union_all(select(following).where(first.c.system.is_not(None)))
+    found = first.union_all(select(following).where(first.c.system.is_not(None)))
+    # The recursion ends on a null row (no system after the last one): not a system.
+    return select(found.c.system).where(found.c.system.is_not(None)).subquery()
 
 
 def read_query(conn: Connection, query: Any, schema: dict[str, pl.DataType]) -> pl.DataFrame:
