@@ -143,7 +143,9 @@ class Entity:
 def _canonical_table(name: str, fields: tuple[Field, ...], indexed: tuple[str, ...]) -> Table:
     # The natural key is the primary key: one B-tree instead of a surrogate key plus a unique
     # index halves index maintenance on bulk upserts. The few reference indexes serve the
-    # console's per-deal reads; the reconciler reads whole tables and needs none.
+    # console's per-deal reads. The reconciler reads whole tables once, then only the versions
+    # written since its last read: ``last_seen_at`` is indexed so that finding a few changes
+    # is a range probe, not a scan of the table (1.6 s for every run at scale 10, 0 rows found).
     return Table(
         name,
         metadata,
@@ -154,7 +156,7 @@ def _canonical_table(name: str, fields: tuple[Field, ...], indexed: tuple[str, .
         Column("last_seen_at", UTCDateTime(), nullable=False),
         Column("is_deleted", Boolean(), nullable=False),
         *(Column(f.name, f.sa_type(), nullable=f.nullable) for f in fields),
-        *(Index(None, column) for column in indexed),
+        *(Index(None, column) for column in (*indexed, "last_seen_at")),
     )
 
 
