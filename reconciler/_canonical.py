@@ -111,22 +111,53 @@ def _read_all(conn: Connection, entity: store.Entity) -> pl.DataFrame:
     return store.read_canonical(conn, entity, _columns(entity))
 
 
+_KEY = ["source_system", "source_id"]
+
+
+def _replaced(base: pl.DataFrame, newer: pl.DataFrame) -> pl.DataFrame:
+    """``base`` with every record that ``newer`` also holds replaced by ``newer``'s version."""
+    if newer.is_empty():
+        return base
+    # An anti join on both key columns costs 0.5 s on 2.9M time entries, every run while changes
+    # are kept; matching source_id alone first (is_in) and the pair only on its few hits, 0.08 s.
+    row = pl.int_range(pl.len(), dtype=pl.UInt32)
+    hits = base.select(row.alias("_row"), *_KEY).filter(
+        pl.col("source_id").is_in(newer.get_column("source_id").implode())
+    )
+    gone = hits.join(newer.select(_KEY), on=_KEY, how="semi").get_column("_row")
+    return pl.concat([base.filter(~row.is_in(gone.implode())), newer], how="vertical")
+
+
 class FrameCache:
     """Canonical records kept between runs as Arrow IPC files, refreshed with the store's changes.
 
     A refresh reads only the versions the store wrote (``last_seen_at``) after the previous
-    refresh's high-water mark minus ``lookback`` and replaces those records by key, so a run
-    after a 1% change reads about 1% of the store. The lookback covers batches committed after
-    a later-stamped one (a batch's stamp is taken before it commits); re-reading a version is
-    harmless. A cache made for another database or schema revision is rebuilt from scratch.
-    Safe for one reconciler process per directory.
+    refresh's high-water mark minus ``lookback`` and lays them over the cached records by key,
+    so a run after a 1% change reads about 1% of the store. The lookback covers batches
+    committed after a later-stamped one (a batch's stamp is taken before it commits); re-reading
+    a version is harmless. A cache made for another database or schema revision is rebuilt from
+    scratch. Safe for one reconciler process per directory.
+
+    Each entity is two files: the records as of the last full write (``<entity>.arrow``) and
+    every version read since (``<entity>.changes.arrow``, one per record). A refresh rewrites
+    only the changes, which stay small, so a run after a 1% change writes about 1% of the cache
+    instead of all of it (at scale 10, about 4 s less per run); once the changes exceed
+    ``compact_ratio`` of the records, they are folded into a new ``<entity>.arrow``.
     """
 
-    def __init__(self, directory: Path, *, lookback: timedelta = timedelta(hours=1)) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        lookback: timedelta = timedelta(hours=1),
+        compact_ratio: float = 0.1,
+    ) -> None:
         self.directory = directory
         self.lookback = lookback
+        self.compact_ratio = compact_ratio
         self.full_reads = 0
         self.rows_read = 0
+        self.compactions = 0
 
     def _meta_path(self) -> Path:
         return self.directory / "meta.json"
@@ -140,6 +171,7 @@ class FrameCache:
         if meta.get("identity") != identity:
             meta = {"identity": identity, "marks": {}}
         path = self.directory / f"{entity.name}.arrow"
+        changes_path = self.directory / f"{entity.name}.changes.arrow"
         mark = meta["marks"].get(entity.name)
         # last_seen_at comes along to move the mark, then goes: one scan of the table, not two.
         columns = [*_columns(entity), "last_seen_at"]
@@ -147,24 +179,37 @@ class FrameCache:
             read = store.read_canonical(conn, entity, columns)
             self.full_reads += 1
             frame = read.drop("last_seen_at")
+            _write(path, frame)
+            changes_path.unlink(missing_ok=True)
         else:
             since = datetime.fromisoformat(mark) - self.lookback
             read = store.read_canonical(conn, entity, columns, written_after=since)
-            frame = pl.read_ipc(path)
+            base = pl.read_ipc(path)
+            changes = pl.read_ipc(changes_path) if changes_path.exists() else None
             if read.height:
                 delta = read.drop("last_seen_at")
-                frame = pl.concat(
-                    [frame.join(delta, on=["source_system", "source_id"], how="anti"), delta],
-                    how="vertical",
-                )
+                changes = delta if changes is None else _replaced(changes, delta)
+            if changes is None:
+                frame = base
+            elif changes.height > self.compact_ratio * max(base.height, 1):
+                frame = _replaced(base, changes)
+                _write(path, frame)
+                changes_path.unlink(missing_ok=True)
+                self.compactions += 1
+            else:
+                if read.height:
+                    _write(changes_path, changes)
+                frame = _replaced(base, changes)
         self.rows_read += read.height
         newest = read.get_column("last_seen_at").max()
-        if read.height or not path.exists():
-            # Write beside and rename: the old file may still be mapped by the frame just read.
-            fresh = path.with_suffix(".arrow.new")
-            frame.write_ipc(fresh)
-            fresh.replace(path)
         if isinstance(newest, datetime):
             meta["marks"][entity.name] = newest.isoformat()
         meta_path.write_text(json.dumps(meta))
         return frame
+
+
+def _write(path: Path, frame: pl.DataFrame) -> None:
+    """Write beside and rename: the old file may still be mapped by a frame read from it."""
+    fresh = path.with_suffix(".new")
+    frame.write_ipc(fresh)
+    fresh.replace(path)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -57,3 +57,62 @@ def test_cached_loads_read_only_changes_and_agree_with_a_cold_load(
     assert set(first["break_type"]) == {"won_deal_without_project", "unapplied_cash"}
     # O1 has its project now; O2 is gone; P2 lost its deal
     assert set(warm["key"]) == {"projects:kantata:P2"}
+
+
+def _accounts(db: store.Store) -> pl.DataFrame:
+    """The accounts as a cold load sees them, in key order."""
+    return Canonical.load(db, AS_OF).accounts.collect().sort("source_system", "source_id")
+
+
+def _renamed(e: Estate, ids: set[str], at: datetime, system: str = "salesforce") -> pl.DataFrame:
+    return (
+        e.frames()["accounts"]
+        .filter((pl.col("source_system") == system) & pl.col("source_id").is_in(list(ids)))
+        .with_columns(pl.col("name") + " (renamed)", pl.lit(at).alias("source_modified_at"))
+    )
+
+
+def test_a_refresh_rewrites_only_the_changes_until_they_are_folded_into_the_records(
+    db: store.Store, tmp_path: Path
+) -> None:
+    e = Estate()
+    for i in range(10):
+        e.account(f"A{i}")
+    e.customer("A0", "A0")  # the ERP's customer has the same source id as the CRM's account
+    e.write(db)
+    cache = FrameCache(tmp_path / "cache", lookback=timedelta(0), compact_ratio=0.3)
+    Canonical.load(db, AS_OF, cache=cache)
+    records = tmp_path / "cache" / "accounts.arrow"
+    changes = tmp_path / "cache" / "accounts.changes.arrow"
+    written = records.stat().st_mtime_ns
+    assert not changes.exists()
+
+    # one CRM account renamed: only it is written, to the changes; the ERP's A0 stays as it was
+    t1 = AS_OF + timedelta(hours=1)
+    db.ingest(store.IngestBatch(frames={"accounts": _renamed(e, {"A0"}, t1)}, observed_at=t1))
+    warm = Canonical.load(db, t1, cache=cache).accounts.collect()
+    assert records.stat().st_mtime_ns == written
+    assert pl.read_ipc(changes).select("source_system", "source_id").rows() == [
+        ("salesforce", "A0")
+    ]
+    assert warm.sort("source_system", "source_id").equals(_accounts(db))
+    assert warm.filter(pl.col("source_id") == "A0").sort("source_system")["name"].to_list() == [
+        "Customer A0",  # netsuite's
+        "Customer A0 (renamed)",
+    ]
+
+    # a run with nothing new reads nothing, writes nothing and still sees the change
+    Canonical.load(db, t1, cache=cache)
+    assert records.stat().st_mtime_ns == written and cache.compactions == 0
+
+    # three more: the changes (4 of 11 records) pass 30% and are folded into the records
+    t2 = AS_OF + timedelta(hours=2)
+    db.ingest(
+        store.IngestBatch(frames={"accounts": _renamed(e, {"A1", "A2", "A3"}, t2)}, observed_at=t2)
+    )
+    warm = Canonical.load(db, t2, cache=cache).accounts.collect()
+    assert cache.compactions == 1 and not changes.exists()
+    assert records.stat().st_mtime_ns != written
+    assert warm.sort("source_system", "source_id").equals(_accounts(db))
+    again = Canonical.load(db, t2, cache=cache).accounts.collect()
+    assert again.sort("source_system", "source_id").equals(_accounts(db))
