@@ -11,6 +11,23 @@ once (simulators on loopback -> probes -> collector -> store; cached as parquet 
 every id and reference suffixed per copy: the same records and defects, N times over, written
 through ``Store.ingest``. The estate is never mapped a second time outside the probes.
 
+Measured 2026-12-02 07:29-07:55 UTC on PostgreSQL, after migration 0008 (the changes since a
+run found by an index on last_seen_at) and before the frame cache kept its changes apart (f92be07),
+peak RSS now each child's own VmHWM. The machine was idle (load average 1.0-1.9) but ran this
+code at less than half its earlier speed (the same scale-10 cold run took 12.7 s at 04:55 and
+30-37 s here; a pure-Python loop of 10M additions took 2.1 s), so compare within a table only:
+
+    scale   rows         cold full               warm re-run           after 1% change        no cache, full
+    10      5,886,530    37.1 (24.1/7.4/5.6)     9.0 (1.7/5.7/1.5)     16.0 (7.1/6.9/1.9)     22.9 (15.6/6.1/1.0)
+                         2.77 GiB                2.33 GiB              2.26 GiB               2.73 GiB
+    40      23,546,120   126.1 (84.6/27.4/14.0)  37.1 (10.0/22.6/4.4)  65.9 (35.2/24.4/6.2)   80.2 (51.6/24.3/3.7)
+                         9.93 GiB                8.33 GiB              8.15 GiB               9.69 GiB
+
+Scale 40 (filled in 588 s; 291,520 then 297,880 breaks; 235,640 records changed) misses every
+target by far: 126 s against 15 s, 9.9 GiB against 3 GB, 66 s against 3 s. Of the 1% run's
+35 s of load, most was rewriting the cache's files; f92be07 writes only the changes (at scale 10
+the cache refresh after a 1% change went from 4.85 s to 1.35 s, measured alone).
+
 Measured 2026-12-02 04:55-05:05 UTC at scale 10 (10 x scale 1: 5,886,530 canonical rows,
 72,880 then 74,470 breaks) on this machine idle (load average 1.1-1.9), wall s (load / compute /
 persist), peak RSS of the reconcile child:
