@@ -12,12 +12,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import polars as pl
 from sqlalchemy import Connection, and_, func, or_, select
 
-from store._reconcile import ReconcileRun, _read, breaks, kpi_snapshots, reconcile_runs
+from store._reconcile import (
+    ReconcileRun,
+    _read,
+    breaks,
+    kpi_snapshots,
+    latest_probe_time,
+    reconcile_runs,
+)
 from store._repository import source_systems
 from store._schema import probe_runs
 
@@ -78,23 +84,14 @@ def read_source_health(conn: Connection) -> pl.DataFrame:
 
     Columns SOURCE_HEALTH_SCHEMA; one row per system that ever ran.
     """
-    # Per system, each latest time is an index probe (source_system leads both probe_runs
-    # indexes): a scrape stays fast however many runs the table has kept.
+    # Read at every scrape: each latest time is an index probe per system.
     c = probe_runs.c
     systems = source_systems(probe_runs)
-
-    def latest(column: Any, *where: Any) -> Any:
-        return (
-            select(func.max(column))
-            .where(c.source_system == systems.c.system, *where)
-            .scalar_subquery()
-        )
-
     query = select(
         systems.c.system,
-        latest(c.started_at),
-        latest(c.finished_at, c.status == "succeeded"),
-        latest(c.finished_at, c.status == "failed"),
+        latest_probe_time(systems, c.started_at),
+        latest_probe_time(systems, c.finished_at, c.status == "succeeded"),
+        latest_probe_time(systems, c.finished_at, c.status == "failed"),
     ).order_by(systems.c.system)
     rows = [tuple(r) for r in conn.execute(query)]
     return pl.DataFrame(rows, schema=SOURCE_HEALTH_SCHEMA, orient="row")

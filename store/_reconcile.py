@@ -409,30 +409,36 @@ def last_written(conn: Connection, entity: Entity) -> datetime | None:
 # --------------------------------------------------------------------------- probe health
 
 
+def latest_probe_time(systems: Any, column: Any, *where: Any) -> Any:
+    """The latest ``column`` of a system's probe runs matching ``where``, as a scalar subquery
+    correlated with ``systems`` (``source_systems(probe_runs)``).
+
+    One index probe per system (source_system leads both probe_runs indexes), not a GROUP BY
+    over every run ever kept: probe_runs only grows (about 20,000 runs a day).
+    """
+    c = probe_runs.c
+    return (
+        select(func.max(column))
+        .where(c.source_system == systems.c.system, *where)
+        .scalar_subquery()
+    )
+
+
 def read_probe_health(conn: Connection, *, as_of: datetime) -> pl.DataFrame:
     """Per source system: last probe run started by ``as_of`` and last one that succeeded.
 
     Columns: source_system, last_attempt_at, last_success_at (null if none succeeded); systems
-    with no run started by ``as_of`` are left out.
+    with no run started by ``as_of`` are left out. Read at every reconcile.
     """
-    # Every reconcile asks this, and probe_runs only grows (about 20,000 runs a day): each latest
-    # time is an index probe per system (source_system leads both probe_runs indexes), as the
-    # exporter's source health is, not a GROUP BY over every run ever kept.
     c = probe_runs.c
     systems = source_systems(probe_runs)
     started = c.started_at <= as_of
-
-    def latest(column: Any, *where: Any) -> Any:
-        return (
-            select(func.max(column))
-            .where(c.source_system == systems.c.system, started, *where)
-            .scalar_subquery()
-        )
-
     found = select(
         systems.c.system.label("source_system"),
-        latest(c.started_at).label("last_attempt_at"),
-        latest(c.finished_at, c.status == "succeeded").label("last_success_at"),
+        latest_probe_time(systems, c.started_at, started).label("last_attempt_at"),
+        latest_probe_time(systems, c.finished_at, started, c.status == "succeeded").label(
+            "last_success_at"
+        ),
     ).subquery()
     query = (
         select(found).where(found.c.last_attempt_at.is_not(None)).order_by(found.c.source_system)
