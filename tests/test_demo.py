@@ -131,7 +131,6 @@ def test_demo_shows_kpis_breaks_and_automatic_resyncs_then_stops_cleanly_and_res
         register = _until("breaks in the queue", open_breaks, proc, 60)
         automatic = _until("an automatic resync that succeeded", automatic_resyncs, proc, 180)
         audit = resyncs(db, viewer).audit
-        runs_before = db.list_probe_runs(limit=1)[0].id
         db.dispose()
     finally:
         out, _err, children = _stop(proc)
@@ -148,6 +147,11 @@ def test_demo_shows_kpis_breaks_and_automatic_resyncs_then_stops_cleanly_and_res
     assert state["advanced_seconds"] > 0
 
     # A restart continues from the stored state: the clock resumes, the store keeps growing.
+    # The last run is read once the first demo has stopped: read before, a run the demo opened
+    # on its way out counted as the restart's, and the restart was stopped while still starting.
+    db = store.Store(f"sqlite:///{tmp_path / 'data' / 'o2c.sqlite3'}")
+    runs_before = db.list_probe_runs(limit=1)[0].id
+    db.dispose()
     proc = _start(tmp_path, ports)
     try:
         db = store.Store(f"sqlite:///{tmp_path / 'data' / 'o2c.sqlite3'}")
