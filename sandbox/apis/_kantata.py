@@ -206,7 +206,7 @@ class KantataSimulator(Simulator):
                 values = [coerce_value(v, dtype) for v in text.split(",")]
             except (ValueError, ArithmeticError) as exc:
                 raise ApiError(400, "BAD_PARAM", f"{key}: {exc}") from exc
-            exprs.append(pl.col(key).is_in(pl.Series(values, dtype=dtype)))
+            exprs.append(pl.col(key).is_in(pl.Series(values, dtype=dtype).implode()))
         return frame.filter(*exprs) if exprs else frame
 
     def _ordered(self, obj: str, req: Req, order: str) -> pl.DataFrame:

@@ -368,7 +368,7 @@ def condition_expr(cond: Condition, column: str, dtype: pl.DataType) -> pl.Expr:
     col = pl.col(column)
     if cond.op in ("in", "not in"):
         values = [_literal(v, dtype) for v in cond.value]
-        expr = col.is_in(pl.Series(values, dtype=dtype))
+        expr = col.is_in(pl.Series(values, dtype=dtype).implode())
         return ~expr if cond.op == "not in" else expr
     if cond.value is None:
         if cond.op == "=":
