@@ -82,15 +82,16 @@ def test_a_refresh_rewrites_only_the_changes_until_they_are_folded_into_the_reco
     e.write(db)
     cache = FrameCache(tmp_path / "cache", lookback=timedelta(0), compact_ratio=0.3)
     Canonical.load(db, AS_OF, cache=cache)
-    records = tmp_path / "cache" / "accounts.arrow"
+    records = cache.records_path("accounts")
     changes = tmp_path / "cache" / "accounts.changes.arrow"
+    assert records is not None and not changes.exists()
     written = records.stat().st_mtime_ns
-    assert not changes.exists()
 
     # one CRM account renamed: only it is written, to the changes; the ERP's A0 stays as it was
     t1 = AS_OF + timedelta(hours=1)
     db.ingest(store.IngestBatch(frames={"accounts": _renamed(e, {"A0"}, t1)}, observed_at=t1))
     warm = Canonical.load(db, t1, cache=cache).accounts.collect()
+    assert cache.records_path("accounts") == records
     assert records.stat().st_mtime_ns == written
     assert pl.read_ipc(changes).select("source_system", "source_id").rows() == [
         ("salesforce", "A0")
@@ -103,6 +104,7 @@ def test_a_refresh_rewrites_only_the_changes_until_they_are_folded_into_the_reco
 
     # a run with nothing new reads nothing, writes nothing and still sees the change
     Canonical.load(db, t1, cache=cache)
+    assert cache.records_path("accounts") == records
     assert records.stat().st_mtime_ns == written and cache.compactions == 0
 
     # three more: the changes (4 of 11 records) pass 30% and are folded into the records
@@ -112,7 +114,31 @@ def test_a_refresh_rewrites_only_the_changes_until_they_are_folded_into_the_reco
     )
     warm = Canonical.load(db, t2, cache=cache).accounts.collect()
     assert cache.compactions == 1 and not changes.exists()
-    assert records.stat().st_mtime_ns != written
+    # a new generation of the records; the one before is kept for any scan still reading it
+    folded = cache.records_path("accounts")
+    assert folded is not None and folded != records and records.exists()
     assert warm.sort("source_system", "source_id").equals(_accounts(db))
     again = Canonical.load(db, t2, cache=cache).accounts.collect()
     assert again.sort("source_system", "source_id").equals(_accounts(db))
+
+
+def test_records_read_before_a_compaction_still_read_as_they_were(
+    db: store.Store, tmp_path: Path
+) -> None:
+    e = Estate()
+    for i in range(4):
+        e.account(f"A{i}")
+    e.write(db)
+    cache = FrameCache(tmp_path / "cache", lookback=timedelta(0), compact_ratio=0.1)
+    before = Canonical.load(db, AS_OF, cache=cache)  # lazy: nothing read from the files yet
+    expected = _accounts(db)
+
+    t1 = AS_OF + timedelta(hours=1)
+    db.ingest(store.IngestBatch(frames={"accounts": _renamed(e, {"A0", "A1"}, t1)}, observed_at=t1))
+    after = Canonical.load(db, t1, cache=cache).accounts.collect()
+    assert cache.compactions == 1
+
+    # the earlier load's scans still read the generation they were made from
+    assert before.accounts.collect().sort("source_system", "source_id").equals(expected)
+    assert after.sort("source_system", "source_id").equals(_accounts(db))
+    assert not after.sort("source_system", "source_id").equals(expected)
