@@ -29,7 +29,7 @@ def day_start(column: str | pl.Expr) -> pl.Expr:
 
 def _now(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Compute a shared frame once: every rule that reads it then starts from memory."""
-    return frame.collect().lazy()
+    return frame.collect().rechunk().lazy()
 
 
 class RuleContext:
@@ -53,6 +53,15 @@ class RuleContext:
         if name not in self._shared:
             self._shared[name] = _now(build())
         return self._shared[name]
+
+    def release(self, *names: str) -> None:
+        """Forget shared frames and links no later step reads, so their memory goes back.
+
+        Always safe: a released frame that is read again is computed again.
+        """
+        for name in names:
+            self.__dict__.pop(name, None)
+            self._shared.pop(name, None)
 
     # ------------------------------------------------------------------ role frames
 

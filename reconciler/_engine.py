@@ -79,12 +79,17 @@ def suggestions(ctx: RuleContext) -> pl.DataFrame:
 def find_breaks(
     ctx: RuleContext, rules: Mapping[str, type[BreakRule]] | None = None
 ) -> pl.DataFrame:
-    """Every rule's findings at once (one polars plan), as breaks with ids, FX, ageing, SLA."""
+    """Every rule's findings, as breaks with ids, FX, ageing, SLA.
+
+    Rule by rule, not as one plan: run together, every rule's intermediate frames were alive at
+    once (at scale 40, peak 4.8 GiB against 4.0 GiB one by one, and no slower: 12.5 s of compute
+    against 13.7-14.5 s, the two cores being already busy inside each rule).
+    """
     chosen = RULES if rules is None else rules
-    plans = [rule().findings(ctx) for rule in chosen.values()]
-    if not plans:
+    found = [rule().findings(ctx).collect() for rule in chosen.values()]
+    if not found:
         return pl.DataFrame(schema=BREAK_SCHEMA)
-    findings = pl.concat(plans, how="vertical").collect()
+    findings = pl.concat(found, how="vertical")
     return enrich(findings, ctx.as_of, ctx.config).sort("break_type", "key")
 
 
@@ -98,6 +103,9 @@ def reconcile(
     """Reconcile canonical data at ``as_of``: pure, deterministic, no store access."""
     ctx = RuleContext(data, as_of, config or ReconcileConfig())
     breaks = find_breaks(ctx, rules)
+    duplicates = ctx.duplicates
+    # Each step lets go of what only it read: at scale 40 the invoice links alone hold ~1 GB.
+    ctx.release(*_READ_BY_RULES_ONLY, *_SHARED_BY_RULES)
     chains = build_chains(ctx)
     kpis = pl.concat(
         [
@@ -106,11 +114,20 @@ def reconcile(
         ],
         how="vertical",
     )
+    ctx.release(*_READ_BY_CHAINS_AND_KPIS)
     return ReconcileResult(
         as_of=as_of,
         breaks=breaks,
         chains=chains,
         suggestions=suggestions(ctx),
-        duplicates=ctx.duplicates,
+        duplicates=duplicates,
         kpis=kpis,
     )
+
+
+_READ_BY_RULES_ONLY = ("psa_erp", "erp_billing", "billing_invoices", "won", "crm_accounts")
+_SHARED_BY_RULES = ("duplicate_payments",)
+_READ_BY_CHAINS_AND_KPIS = (
+    "deal_invoices", "invoice_deal", "deal_projects", "project_of_deal", "erp_invoices",
+    "psa_invoices", "applications", "opportunities", "projects",
+)  # fmt: skip
