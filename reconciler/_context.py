@@ -29,7 +29,7 @@ def day_start(column: str | pl.Expr) -> pl.Expr:
 
 def _now(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Compute a shared frame once: every rule that reads it then starts from memory."""
-    return frame.collect().rechunk().lazy()
+    return frame.collect().lazy()
 
 
 class RuleContext:
