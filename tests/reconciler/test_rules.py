@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from reconciler import BREAK_TYPES, RULES, Calendar, ReconcileConfig, reconcile
+from reconciler._context import RuleContext
 from tests.reconciler.estate import AS_OF, Estate, ago, day
 
 
@@ -377,3 +378,15 @@ def test_a_billing_orphan_whose_account_agrees_is_not_made_ambiguous_by_an_untra
         "invoices:kantata:K-of-A2": [("K-of-A2", False), ("S-of-A2", True)],
         "invoices:kantata:K-untraced": [("K-untraced", False), ("S-of-A3", True)],
     }
+
+
+def test_a_released_link_is_computed_again_when_read_and_reads_the_same() -> None:
+    e = base()
+    e.psa_invoice("K1", total=100)
+    e.erp_invoice("E1", psa="K1", total=100)
+    ctx = RuleContext(e.canonical(), AS_OF, ReconcileConfig())
+    first = ctx.psa_erp
+    ctx.release("psa_erp", "not_a_frame")  # a name never computed is no error
+    again = ctx.psa_erp
+    assert again is not first
+    assert again.frame.collect().equals(first.frame.collect())
