@@ -8,6 +8,7 @@ of the right schema, and every frame is cast to the store's schema, so rules can
 
 from __future__ import annotations
 
+import ctypes
 import json
 import uuid
 from collections.abc import Mapping
@@ -101,7 +102,23 @@ class Canonical:
                 for name, entity in store.ENTITIES.items()
             }
             health = store.read_probe_health(conn, as_of=as_of)
+        _return_freed_memory()
         return cls.from_frames(frames, health)
+
+
+def _return_freed_memory() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim; elsewhere nothing).
+
+    A load frees what it read (the database driver's buffers, SQLite's row tuples) once each
+    entity is in its frame or file, but glibc keeps freed memory for reuse, and the engine's
+    own allocator does not reuse it: at scale 40, 1.2 GiB stayed resident after a cold load
+    and the run's peak went from 4.0 to 5.2 GiB.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim(0)
 
 
 def _columns(entity: store.Entity) -> list[str]:

@@ -344,3 +344,23 @@ def test_the_changes_since_a_time_are_found_by_an_index_not_by_a_scan(
         if db.backend == "postgresql":  # and the setting does not outlive the read
             assert conn.exec_driver_sql("SHOW enable_seqscan").scalar_one() == "on"
     assert "ix_time_entries_last_seen_at" in plan, plan
+
+
+def test_a_read_of_more_rows_than_a_batch_returns_every_row_typed(
+    db: store.Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entity = store.ENTITIES["time_entries"]
+    db.upsert("time_entries", time_entries(5), observed_at=T0)
+    columns = ["source_id", "entry_date", "minutes", "billable", "last_seen_at"]
+    with db.begin() as conn:
+        whole = store.read_canonical(conn, entity, columns, written_after=T0 - timedelta(1))
+        monkeypatch.setattr(_bulk, "SQLITE_READ_BATCH", 2)  # SQLite reads 2 rows at a time
+        batched = store.read_canonical(conn, entity, columns, written_after=T0 - timedelta(1))
+        monkeypatch.setattr(_bulk, "SQLITE_READ_BATCH", 5)  # a last batch that is empty
+        exact = store.read_canonical(conn, entity, columns, written_after=T0 - timedelta(1))
+        none = store.read_canonical(conn, entity, columns, written_after=T0 + timedelta(1))
+    assert batched.sort("source_id").equals(whole.sort("source_id"))
+    assert exact.sort("source_id").equals(whole.sort("source_id"))
+    assert whole.height == 5 and whole.schema["entry_date"] == pl.Date
+    assert whole.schema["last_seen_at"] == pl.Datetime("us", "UTC")
+    assert none.is_empty() and none.schema == whole.schema
