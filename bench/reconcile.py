@@ -11,6 +11,30 @@ once (simulators on loopback -> probes -> collector -> store; cached as parquet 
 every id and reference suffixed per copy: the same records and defects, N times over, written
 through ``Store.ingest``. The estate is never mapped a second time outside the probes.
 
+Measured 2026-12-02 11:30-11:44 UTC, after the frame cache became lazy scans (e753269), rules
+ran one by one with shared frames released between steps (09b9809), links
+gathered by row number (96d823a), SQLite read in batches and the C heap trimmed after a load
+(cf3548f), and links/KPIs narrowed to the columns they read (60bceda). The machine's speed
+varied about twofold within minutes (10M Python additions took 0.56-0.98 s around these runs;
+1.3 s at one point), so times are noisy; peak memory is not:
+
+    backend  scale  rows         cold full              warm re-run           after 1% change       no cache, full
+    PG       10     5,886,530    23.2 (14.6/6.2/2.4)    6.0 (0.2/4.7/1.1)     5.4 (0.6/3.9/1.0)     14.9 (8.0/6.0/0.8)
+                                 1.25 GiB               1.21 GiB              1.21 GiB              2.26 GiB
+    SQLite   10     5,886,530    38.8 (33.3/3.4/2.1)    4.9 (0.1/3.6/1.2)     4.8 (0.8/2.9/1.0)     27.2 (21.7/4.3/1.2)
+                                 1.24 GiB               1.12 GiB              1.28 GiB              1.90 GiB
+    PG       40     23,546,120   61.8 (37.1/18.3/6.4)   20.7 (0.3/17.7/2.6)   20.9 (1.3/16.4/3.2)   42.3 (28.6/11.4/2.1)
+                                 3.60 GiB               3.58 GiB              3.61 GiB              7.93 GiB
+
+Against the morning's table below (same machine, slower then): at scale 40 the cold run's peak
+went from 9.93 to 3.60 GiB and the warm run's from 8.33 to 3.58 GiB; at scale 10 from 2.77 to
+1.25 and 2.33 to 1.21 GiB. Finding no change in the store now costs 0.2-0.3 s at scale 40 (it was
+a sequential scan of every never-analysed table on this server, autovacuum being off). Still
+missed: 15 s for a full run at scale 40 (the warm re-run's compute alone is 12-18 s here, the
+cold one reads 23.5M rows from PostgreSQL in about 37 s), 3 GB (3.6 GiB), and 3 s for the run
+after a 1% change (every rule is still recomputed over every record: 16-20 s). "No cache" keeps
+every record in memory (7.9 GiB); the cache is the default.
+
 Measured 2026-12-02 07:29-07:55 UTC on PostgreSQL, after migration 0008 (the changes since a
 run found by an index on last_seen_at) and before the frame cache kept its changes apart (f92be07),
 peak RSS now each child's own VmHWM. The machine was idle (load average 1.0-1.9) but ran this
