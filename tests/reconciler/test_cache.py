@@ -72,12 +72,17 @@ def _renamed(e: Estate, ids: set[str], at: datetime, system: str = "salesforce")
     )
 
 
+def _accounts_estate(n: int) -> Estate:
+    e = Estate()
+    for i in range(n):
+        e.account(f"A{i}")
+    return e
+
+
 def test_a_refresh_rewrites_only_the_changes_until_they_are_folded_into_the_records(
     db: store.Store, tmp_path: Path
 ) -> None:
-    e = Estate()
-    for i in range(10):
-        e.account(f"A{i}")
+    e = _accounts_estate(10)
     e.customer("A0", "A0")  # the ERP's customer has the same source id as the CRM's account
     e.write(db)
     cache = FrameCache(tmp_path / "cache", lookback=timedelta(0), compact_ratio=0.3)
@@ -125,9 +130,7 @@ def test_a_refresh_rewrites_only_the_changes_until_they_are_folded_into_the_reco
 def test_records_read_before_a_compaction_still_read_as_they_were(
     db: store.Store, tmp_path: Path
 ) -> None:
-    e = Estate()
-    for i in range(4):
-        e.account(f"A{i}")
+    e = _accounts_estate(4)
     e.write(db)
     cache = FrameCache(tmp_path / "cache", lookback=timedelta(0), compact_ratio=0.1)
     before = Canonical.load(db, AS_OF, cache=cache)  # lazy: nothing read from the files yet
