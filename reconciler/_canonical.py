@@ -9,9 +9,11 @@ of the right schema, and every frame is cast to the store's schema, so rules can
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -96,7 +98,7 @@ class Canonical:
 
         With a ``cache``, only what the store wrote since the previous load is read.
         """
-        with db.begin() as conn:
+        with db.begin() as conn, cache.locked() if cache else nullcontext():
             frames = {
                 name: cache.refresh(conn, entity) if cache else _read_all(conn, entity)
                 for name, entity in store.ENTITIES.items()
@@ -164,7 +166,7 @@ class FrameCache:
     so a run after a 1% change reads about 1% of the store. The lookback covers batches
     committed after a later-stamped one (a batch's stamp is taken before it commits); re-reading
     a version is harmless. A cache made for another database or schema revision is rebuilt from
-    scratch. Safe for one reconciler process per directory.
+    scratch. Refreshes hold the directory's lock (``locked``), so processes sharing it take turns.
 
     Each entity is two files: the records as of the last full write (``<entity>.<n>.arrow``) and
     every version read since (``<entity>.changes.arrow``, one per record). A refresh rewrites
@@ -195,6 +197,22 @@ class FrameCache:
 
     def _meta_path(self) -> Path:
         return self.directory / "meta.json"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the directory's lock: one refresh at a time, whichever process runs it.
+
+        The CLI's ``o2c reconcile`` and the long-running ``o2c run`` default to the same
+        directory; two refreshes at once could interleave one entity's changes file and mark.
+        A second process waits here (an advisory ``flock``, freed if its holder dies).
+        """
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with (self.directory / ".lock").open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def _meta(self) -> dict[str, Any]:
         path = self._meta_path()

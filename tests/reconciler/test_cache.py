@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -145,3 +146,22 @@ def test_records_read_before_a_compaction_still_read_as_they_were(
     assert before.accounts.collect().sort("source_system", "source_id").equals(expected)
     assert after.sort("source_system", "source_id").equals(_accounts(db))
     assert not after.sort("source_system", "source_id").equals(expected)
+
+
+def test_a_second_cache_on_the_same_directory_waits_for_the_first_to_finish(
+    tmp_path: Path,
+) -> None:
+    first = FrameCache(tmp_path / "cache")
+    second = FrameCache(tmp_path / "cache")  # another process's, as far as the lock can tell
+    entered = threading.Event()
+
+    def refresh_in_second() -> None:
+        with second.locked():
+            entered.set()
+
+    with first.locked():
+        waiting = threading.Thread(target=refresh_in_second)
+        waiting.start()
+        assert not entered.wait(0.5)
+    assert entered.wait(10)
+    waiting.join()
