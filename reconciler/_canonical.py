@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import fcntl
 import json
+import shutil
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import polars as pl
 from sqlalchemy import Connection
@@ -135,27 +137,34 @@ def _read_all(conn: Connection, entity: store.Entity) -> pl.DataFrame:
 _KEY = ["source_system", "source_id"]
 
 
-def _replaced_rows(base: pl.LazyFrame, newer: pl.DataFrame) -> pl.Series:
-    """The row numbers of ``base`` whose record ``newer`` holds a later version of."""
+def _replaced_keys(base: pl.LazyFrame, newer: pl.DataFrame) -> pl.DataFrame:
+    """The keys of the records in ``base`` that ``newer`` holds a later version of."""
     # An anti join on both key columns costs 0.5 s on 2.9M time entries, every run while changes
     # are kept; matching source_id alone first (is_in) and the pair only on its few hits, 0.08 s.
-    hits = (
-        base.select(*_KEY)
-        .with_row_index("_row")
-        .filter(pl.col("source_id").is_in(newer.get_column("source_id").implode()))
+    hits = base.select(*_KEY).filter(
+        pl.col("source_id").is_in(newer.get_column("source_id").implode())
     )
-    return hits.join(newer.lazy().select(_KEY), on=_KEY, how="semi").collect().get_column("_row")
+    return hits.join(newer.lazy().select(_KEY), on=_KEY, how="semi").collect()
 
 
 def _replaced(base: pl.LazyFrame, newer: pl.DataFrame) -> pl.LazyFrame:
-    """``base`` with every record that ``newer`` also holds replaced by ``newer``'s version."""
+    """``base`` with every record that ``newer`` also holds replaced by ``newer``'s version.
+
+    The replaced records are left out by a filter on the key columns, system by system, not by
+    row number: a row number needs every row of every system, so a plan reading one system
+    would read them all, where a filter on ``source_system`` lets the scan skip the others'
+    files (see ``FrameCache``).
+    """
     if newer.is_empty():
         return base
-    gone = _replaced_rows(base, newer)
+    gone = _replaced_keys(base, newer)
     if gone.is_empty():
         return pl.concat([base, newer.lazy()], how="vertical")
-    kept = base.with_row_index("_row").filter(~pl.col("_row").is_in(gone.implode())).drop("_row")
-    return pl.concat([kept, newer.lazy()], how="vertical")
+    replaced = pl.any_horizontal(
+        (pl.col("source_system") == system) & pl.col("source_id").is_in(ids["source_id"].implode())
+        for (system,), ids in gone.partition_by("source_system", as_dict=True).items()
+    )
+    return pl.concat([base.filter(~replaced), newer.lazy()], how="vertical")
 
 
 class FrameCache:
@@ -168,8 +177,12 @@ class FrameCache:
     a version is harmless. A cache made for another database or schema revision is rebuilt from
     scratch. Refreshes hold the directory's lock (``locked``), so processes sharing it take turns.
 
-    Each entity is two files: the records as of the last full write (``<entity>.<n>.arrow``) and
-    every version read since (``<entity>.changes.arrow``, one per record). A refresh rewrites
+    Each entity is kept in two parts: the records as of the last full write (the directory
+    ``<entity>.<token>``, one Arrow file per source system under ``source_system=<name>/``) and
+    every version read since (``<entity>.changes.arrow``, one per record). Most plans read one
+    system's records (the ERP's invoices, the billing system's payments), and a scan filtered on
+    ``source_system`` reads only that system's file: at scale 40, the three invoice role frames
+    took 0.2 s and 0.4 GiB this way against 0.8 s and 1.5 GiB from one file of every system. A refresh rewrites
     only the changes, which stay small, so a run after a 1% change writes about 1% of the cache
     instead of all of it (at scale 10, about 4 s less per run); once the changes exceed
     ``compact_ratio`` of the records, they are folded into a new generation of the records.
@@ -219,7 +232,7 @@ class FrameCache:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def records_path(self, entity: str) -> Path | None:
-        """The file holding an entity's records as of their last full write (None: none yet)."""
+        """The directory holding an entity's records as of their last full write (None: none yet)."""
         name = self._meta().get("records", {}).get(entity)
         return self.directory / name if name else None
 
@@ -236,16 +249,17 @@ class FrameCache:
         mark = meta["marks"].get(entity.name)
         # last_seen_at comes along to move the mark, then goes: one scan of the table, not two.
         columns = [*_columns(entity), "last_seen_at"]
+        kept = columns[:-1]
         if mark is None or path is None or not path.exists():
             read = store.read_canonical(conn, entity, columns)
             self.full_reads += 1
             path = self._write_records(meta, entity.name, read.drop("last_seen_at"))
             changes_path.unlink(missing_ok=True)
-            frame = pl.scan_ipc(path)
+            frame = _scan_records(path, kept)
         else:
             since = datetime.fromisoformat(mark) - self.lookback
             read = store.read_canonical(conn, entity, columns, written_after=since)
-            base = pl.scan_ipc(path)
+            base = _scan_records(path, kept)
             changes = pl.read_ipc(changes_path) if changes_path.exists() else None
             if read.height:
                 delta = read.drop("last_seen_at")
@@ -256,7 +270,7 @@ class FrameCache:
                 path = self._write_records(meta, entity.name, _replaced(base, changes).collect())
                 changes_path.unlink(missing_ok=True)
                 self.compactions += 1
-                frame = pl.scan_ipc(path)
+                frame = _scan_records(path, kept)
             else:
                 if read.height:
                     _write(changes_path, changes)
@@ -271,14 +285,42 @@ class FrameCache:
     def _write_records(self, meta: dict[str, Any], entity: str, frame: pl.DataFrame) -> Path:
         """Write a new generation of an entity's records; keep the one before, drop older ones."""
         before = meta["records"].get(entity)
-        name = f"{entity}.{uuid.uuid4().hex[:12]}.arrow"
-        _write(self.directory / name, frame)
+        name = f"{entity}.{uuid.uuid4().hex[:12]}"
+        _write_by_system(self.directory / name, frame)
         meta["records"][entity] = name
-        keep = {name, before}
-        for old in self.directory.glob(f"{entity}.*.arrow"):
-            if old.name not in keep and old.name != f"{entity}.changes.arrow":
-                old.unlink(missing_ok=True)
+        keep = {name, before, f"{entity}.changes.arrow"}
+        for old in self.directory.glob(f"{entity}.*"):
+            if old.name not in keep:
+                shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
         return self.directory / name
+
+
+_EMPTY = "empty.arrow"
+"""An entity without records is one file of no rows (a partitioned scan needs a partition)."""
+
+
+def _write_by_system(directory: Path, frame: pl.DataFrame) -> None:
+    """Write ``frame`` as one Arrow file per source system, in hive layout, all or nothing."""
+    fresh = directory.with_name(directory.name + ".new")
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
+    if frame.is_empty():
+        frame.write_ipc(fresh / _EMPTY)
+    for (system,), part in frame.partition_by("source_system", as_dict=True).items():
+        folder = fresh / f"source_system={quote(str(system), safe='')}"
+        folder.mkdir()
+        part.drop("source_system").write_ipc(folder / "records.arrow")
+    fresh.rename(directory)
+
+
+def _scan_records(directory: Path, columns: list[str]) -> pl.LazyFrame:
+    """An entity's records, in ``columns`` order; a filter on ``source_system`` prunes files."""
+    if (directory / _EMPTY).exists():
+        return pl.scan_ipc(directory / _EMPTY)
+    scan = pl.scan_ipc(
+        directory, hive_partitioning=True, hive_schema={"source_system": pl.String()}
+    )
+    return scan.select(columns)
 
 
 def _height(frame: pl.LazyFrame) -> int:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 import store
 from reconciler import Canonical, FrameCache, reconcile
@@ -146,6 +148,46 @@ def test_records_read_before_a_compaction_still_read_as_they_were(
     assert before.accounts.collect().sort("source_system", "source_id").equals(expected)
     assert after.sort("source_system", "source_id").equals(_accounts(db))
     assert not after.sort("source_system", "source_id").equals(expected)
+
+
+def test_a_plan_reading_one_system_opens_only_that_systems_records(
+    db: store.Store, tmp_path: Path
+) -> None:
+    e = _accounts_estate(3)
+    e.customer("C1", "A1")
+    e.account("B1", system="stripe")
+    e.write(db)
+    cache = FrameCache(tmp_path / "cache", lookback=timedelta(0), compact_ratio=10)
+    erp = pl.col("source_system") == "netsuite"
+    cold = Canonical.load(db, AS_OF, cache=cache).accounts
+    # a CRM account's new version laid over the records
+    t1 = AS_OF + timedelta(hours=1)
+    db.ingest(store.IngestBatch(frames={"accounts": _renamed(e, {"A0"}, t1)}, observed_at=t1))
+    warm = Canonical.load(db, t1, cache=cache).accounts
+    assert cache.compactions == 0
+    assert warm.collect().sort("source_system", "source_id").equals(_accounts(db))
+
+    # take away every other system's records: plans on the ERP's alone still read
+    records = cache.records_path("accounts")
+    assert records is not None
+    for other in ("salesforce", "stripe"):
+        shutil.rmtree(records / f"source_system={other}")
+    for plan in (cold, warm):
+        assert plan.filter(erp).collect()["source_id"].to_list() == ["C1"]
+        with pytest.raises(OSError, match="source_system="):
+            plan.collect()
+
+
+def test_an_entity_without_records_is_cached_and_read_as_empty(
+    db: store.Store, tmp_path: Path
+) -> None:
+    _accounts_estate(1).write(db)
+    cache = FrameCache(tmp_path / "cache", lookback=timedelta(0))
+    loaded = Canonical.load(db, AS_OF, cache=cache)
+    again = Canonical.load(db, AS_OF, cache=cache)
+    for data in (loaded, again):
+        assert data.invoices.collect().is_empty()
+        assert data.invoices.collect_schema() == Canonical.load(db, AS_OF).invoices.collect_schema()
 
 
 def test_a_second_cache_on_the_same_directory_waits_for_the_first_to_finish(
