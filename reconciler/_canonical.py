@@ -178,11 +178,14 @@ class FrameCache:
     scratch. Refreshes hold the directory's lock (``locked``), so processes sharing it take turns.
 
     Each entity is kept in two parts: the records as of the last full write (the directory
-    ``<entity>.<token>``, one Arrow file per source system under ``source_system=<name>/``) and
+    ``<entity>.<token>``, Arrow files of each source system under ``source_system=<name>/``) and
     every version read since (``<entity>.changes.arrow``, one per record). Most plans read one
     system's records (the ERP's invoices, the billing system's payments), and a scan filtered on
     ``source_system`` reads only that system's file: at scale 40, the three invoice role frames
-    took 0.2 s and 0.4 GiB this way against 0.8 s and 1.5 GiB from one file of every system. A refresh rewrites
+    took 0.2 s and 0.4 GiB this way against 0.8 s and 1.5 GiB from one file of every system.
+    A system's records are split in files of ``rows_per_file``: a scan decodes a whole file's
+    columns before it filters them (at scale 40, filtering the 11.7M time entries took 1.4 GiB
+    for a moment from one file, 0.3 GiB from files of 1M rows, in the same time). A refresh rewrites
     only the changes, which stay small, so a run after a 1% change writes about 1% of the cache
     instead of all of it (at scale 10, about 4 s less per run); once the changes exceed
     ``compact_ratio`` of the records, they are folded into a new generation of the records.
@@ -200,8 +203,10 @@ class FrameCache:
         *,
         lookback: timedelta = timedelta(hours=1),
         compact_ratio: float = 0.1,
+        rows_per_file: int = 1_000_000,
     ) -> None:
         self.directory = directory
+        self.rows_per_file = rows_per_file
         self.lookback = lookback
         self.compact_ratio = compact_ratio
         self.full_reads = 0
@@ -286,7 +291,7 @@ class FrameCache:
         """Write a new generation of an entity's records; keep the one before, drop older ones."""
         before = meta["records"].get(entity)
         name = f"{entity}.{uuid.uuid4().hex[:12]}"
-        _write_by_system(self.directory / name, frame)
+        _write_by_system(self.directory / name, frame, self.rows_per_file)
         meta["records"][entity] = name
         keep = {name, before, f"{entity}.changes.arrow"}
         for old in self.directory.glob(f"{entity}.*"):
@@ -299,17 +304,19 @@ _EMPTY = "empty.arrow"
 """An entity without records is one file of no rows (a partitioned scan needs a partition)."""
 
 
-def _write_by_system(directory: Path, frame: pl.DataFrame) -> None:
-    """Write ``frame`` as one Arrow file per source system, in hive layout, all or nothing."""
+def _write_by_system(directory: Path, frame: pl.DataFrame, rows_per_file: int) -> None:
+    """Write ``frame`` as Arrow files per source system, in hive layout, all or nothing."""
     fresh = directory.with_name(directory.name + ".new")
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir()
     if frame.is_empty():
         frame.write_ipc(fresh / _EMPTY)
-    for (system,), part in frame.partition_by("source_system", as_dict=True).items():
+    for (system,), records in frame.partition_by("source_system", as_dict=True).items():
         folder = fresh / f"source_system={quote(str(system), safe='')}"
         folder.mkdir()
-        part.drop("source_system").write_ipc(folder / "records.arrow")
+        for n, start in enumerate(range(0, records.height, rows_per_file)):
+            part = records.slice(start, rows_per_file).drop("source_system")
+            part.write_ipc(folder / f"records-{n:05d}.arrow")
     fresh.rename(directory)
 
 

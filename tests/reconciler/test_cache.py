@@ -178,6 +178,16 @@ def test_a_plan_reading_one_system_opens_only_that_systems_records(
             plan.collect()
 
 
+def test_records_split_across_files_read_back_whole(db: store.Store, tmp_path: Path) -> None:
+    _accounts_estate(5).write(db)
+    cache = FrameCache(tmp_path / "cache", lookback=timedelta(0), rows_per_file=2)
+    loaded = Canonical.load(db, AS_OF, cache=cache).accounts.collect()
+    records = cache.records_path("accounts")
+    assert records is not None
+    assert len(list(records.glob("source_system=salesforce/*.arrow"))) == 3
+    assert loaded.sort("source_system", "source_id").equals(_accounts(db))
+
+
 def test_an_entity_without_records_is_cached_and_read_as_empty(
     db: store.Store, tmp_path: Path
 ) -> None:
