@@ -8,9 +8,11 @@ The links are computed (collected) once per run and shared; their duplicate keys
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from functools import cached_property
+from typing import Any, Generic, TypeVar, overload
 
 import polars as pl
 
@@ -27,6 +29,22 @@ def day_start(column: str | pl.Expr) -> pl.Expr:
     return expr.cast(pl.Datetime("us")).dt.replace_time_zone("UTC")
 
 
+_T = TypeVar("_T")
+
+
+class computed(cached_property[_T], Generic[_T]):
+    """A cached property of the run's context that counts its computations in ``computations``."""
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> computed[_T]: ...
+    @overload
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> _T: ...
+    def __get__(self, instance: object | None, owner: type[Any] | None = None) -> Any:
+        if instance is not None and self.attrname not in instance.__dict__:
+            instance.computations[self.attrname] += 1  # type: ignore[attr-defined]
+        return super().__get__(instance, owner)
+
+
 def _now(frame: pl.LazyFrame) -> pl.LazyFrame:
     """Compute a shared frame once: every rule that reads it then starts from memory."""
     return frame.collect().lazy()
@@ -36,7 +54,9 @@ class RuleContext:
     """One run's view of the data: as-of time, config, role frames and shared links.
 
     Role frames and links are computed once per run (cached properties holding collected
-    frames), so the rules' plans share them instead of each recomputing the same joins.
+    frames), so the rules' plans share them instead of each recomputing the same joins;
+    ``computations`` counts how often each was computed (a frame released and read again is
+    computed twice).
     """
 
     def __init__(self, data: Canonical, as_of: datetime, config: ReconcileConfig) -> None:
@@ -47,10 +67,13 @@ class RuleContext:
         self.config = config
         self.systems = config.systems
         self._shared: dict[str, pl.LazyFrame] = {}
+        self._link_duplicates: dict[str, pl.LazyFrame] = {}
+        self.computations: Counter[str] = Counter()
 
     def shared(self, name: str, build: Callable[[], pl.LazyFrame]) -> pl.LazyFrame:
         """A frame several rules need, computed on first use and kept for the run."""
         if name not in self._shared:
+            self.computations[name] += 1
             self._shared[name] = _now(build())
         return self._shared[name]
 
@@ -65,7 +88,7 @@ class RuleContext:
 
     # ------------------------------------------------------------------ role frames
 
-    @cached_property
+    @computed
     def opportunities(self) -> pl.LazyFrame:
         """Deals, with the legal entity of the deal or else of its CRM account."""
         entity = self.crm_accounts.select(
@@ -90,14 +113,14 @@ class RuleContext:
             )
         )
 
-    @cached_property
+    @computed
     def won(self) -> pl.LazyFrame:
         """Deals won by the as-of time."""
         return self.opportunities.filter(
             pl.col("o_won") & pl.col("won_at").is_not_null() & (pl.col("won_at") <= self.as_of)
         )
 
-    @cached_property
+    @computed
     def projects(self) -> pl.LazyFrame:
         return _now(
             self.data.projects.filter(pl.col("source_system") == self.systems.psa).select(
@@ -116,7 +139,7 @@ class RuleContext:
     def _invoices(self, system: str) -> pl.LazyFrame:
         return self.data.invoices.filter(pl.col("source_system") == system)
 
-    @cached_property
+    @computed
     def psa_invoices(self) -> pl.LazyFrame:
         return _now(
             self._invoices(self.systems.psa).select(
@@ -131,7 +154,7 @@ class RuleContext:
             )
         )
 
-    @cached_property
+    @computed
     def accounts(self) -> pl.LazyFrame:
         """Every system's customers, each legal entity under the CRM's code for it."""
         aliases = dict(self.config.legal_entity_aliases)
@@ -143,11 +166,11 @@ class RuleContext:
             )
         )
 
-    @cached_property
+    @computed
     def erp_customers(self) -> pl.LazyFrame:
         return _now(self.accounts.filter(pl.col("source_system") == self.systems.erp))
 
-    @cached_property
+    @computed
     def crm_accounts(self) -> pl.LazyFrame:
         return _now(self.accounts.filter(pl.col("source_system") == self.systems.crm))
 
@@ -162,7 +185,7 @@ class RuleContext:
             )
         )
 
-    @cached_property
+    @computed
     def erp_invoices(self) -> pl.LazyFrame:
         customers = self.erp_customers.select(
             pl.col("source_id").alias("e_customer"), pl.col("legal_entity").alias("e_entity")
@@ -190,7 +213,7 @@ class RuleContext:
             .join(customers, on="e_customer", how="left", maintain_order="left")
         )
 
-    @cached_property
+    @computed
     def billing_invoices(self) -> pl.LazyFrame:
         billing = self._invoices(self.systems.billing).select(
             pl.col("source_system").alias("b_system"),
@@ -222,7 +245,7 @@ class RuleContext:
 
     # ------------------------------------------------------------------ links
 
-    @cached_property
+    @computed
     def deal_projects(self) -> LinkResult:
         """Opportunity 1→N projects, on the project's opportunity reference."""
         return self._materialise(
@@ -238,7 +261,7 @@ class RuleContext:
             )
         )
 
-    @cached_property
+    @computed
     def psa_erp(self) -> LinkResult:
         """PSA invoice 1↔1 ERP invoice, on the ERP invoice's PSA reference.
 
@@ -258,7 +281,7 @@ class RuleContext:
             )
         )
 
-    @cached_property
+    @computed
     def erp_billing(self) -> LinkResult:
         """ERP invoice 1↔1 billing invoice, on the twin reference (either side's).
 
@@ -277,12 +300,12 @@ class RuleContext:
             )
         )
 
-    @cached_property
+    @computed
     def project_of_deal(self) -> pl.LazyFrame:
         """Each PSA project with its deal's fields (null when the deal is unknown)."""
         return self.deal_projects.frame.filter(pl.col("p_id").is_not_null())
 
-    @cached_property
+    @computed
     def invoice_deal(self) -> pl.LazyFrame:
         """ERP invoice id -> its deal (opportunity id), by the first reference that resolves.
 
@@ -305,7 +328,7 @@ class RuleContext:
             .unique("e_id", keep="first")
         )
 
-    @cached_property
+    @computed
     def applications(self) -> pl.LazyFrame:
         """Payment applications of the ERP (the payments of record), by the as-of time."""
         return _now(
@@ -315,7 +338,7 @@ class RuleContext:
             )
         )
 
-    @cached_property
+    @computed
     def erp_payments(self) -> pl.LazyFrame:
         applied = self.applications.group_by("payment_ref").agg(
             pl.col("amount_minor").sum().alias("_applied")
@@ -334,17 +357,33 @@ class RuleContext:
             .drop("_applied")
         )
 
-    @cached_property
+    @computed
     def duplicates(self) -> pl.DataFrame:
-        """Every duplicate key met by a link that must be unique."""
-        frames = [lr.duplicates for lr in (self.deal_projects, self.psa_erp, self.erp_billing)]
-        return pl.concat(frames, how="vertical").collect().cast(DUPLICATES_SCHEMA)  # type: ignore[arg-type]
+        """Every duplicate key met by a link that must be unique.
 
-    @staticmethod
-    def _materialise(result: LinkResult) -> LinkResult:
+        A link's duplicates are kept when the link is released, so reading them never computes
+        a link again.
+        """
+        frames: list[pl.LazyFrame] = []
+        for name in _LINK_ATTRIBUTES.values():
+            if name not in self._link_duplicates:
+                getattr(self, name)  # computing a link keeps its duplicates
+            frames.append(self._link_duplicates[name])
+        found = pl.concat(frames, how="vertical").collect()
+        return found.cast(DUPLICATES_SCHEMA)  # type: ignore[arg-type]
+
+    def _materialise(self, result: LinkResult) -> LinkResult:
         frame, duplicates = pl.collect_all([result.frame, result.duplicates])
-        return LinkResult(result.name, result.cardinality, frame.lazy(), duplicates.lazy())
+        materialised = LinkResult(result.name, result.cardinality, frame.lazy(), duplicates.lazy())
+        self._link_duplicates[_LINK_ATTRIBUTES[result.name]] = materialised.duplicates
+        return materialised
 
+
+_LINK_ATTRIBUTES = {
+    "opportunity_projects": "deal_projects",
+    "psa_erp_invoices": "psa_erp",
+    "erp_billing_invoices": "erp_billing",
+}
 
 # The ERP invoice columns that the rules reading each invoice link use (a rule that needs
 # another fails on a missing column, in every test of it: add the column here).

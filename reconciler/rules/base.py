@@ -97,6 +97,13 @@ class BreakRule(ABC):
     severity: ClassVar[str]
     remediation: ClassVar[str]
     """How a break of this type is repaired: an automatic resync, one needing approval, or manual."""
+    reads: ClassVar[tuple[str, ...]] = ()
+    """The context's shared frames and links this rule reads (``RuleContext`` attribute names).
+
+    The engine lets a frame that only rules read go once its last reader has run, so a rule
+    must name each one it reads; one it reads unnamed may already be gone and is then computed
+    again (still correct, but the run's tests count every frame computed twice).
+    """
 
     @abstractmethod
     def find(self, ctx: RuleContext) -> pl.LazyFrame:

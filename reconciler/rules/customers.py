@@ -14,6 +14,7 @@ class CustomerMissingInErp(BreakRule):
     break_type = "customer_missing_in_erp"
     severity = "high"
     remediation = "auto"
+    reads = ("won", "crm_accounts", "erp_customers")
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         grace = ctx.config.grace_of(self.break_type)
@@ -62,6 +63,7 @@ class CustomerDuplicatedInErp(BreakRule):
     break_type = "customer_duplicated_in_erp"
     severity = "medium"
     remediation = "manual"
+    reads = ("erp_customers",)
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         name = pl.col("name").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()

@@ -15,6 +15,7 @@ class WonDealWithoutProject(BreakRule):
     break_type = "won_deal_without_project"
     severity = "high"
     remediation = "approval"
+    reads = ("deal_projects",)
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         cutoff = ctx.as_of - ctx.config.grace_of(self.break_type)
@@ -43,6 +44,7 @@ class ProjectWithoutDeal(BreakRule):
     break_type = "project_without_deal"
     severity = "medium"
     remediation = "manual"
+    reads = ("deal_projects",)
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         return ctx.deal_projects.side(RIGHT_ONLY).select(
@@ -67,6 +69,7 @@ class ProjectValueMismatch(BreakRule):
     break_type = "project_value_mismatch"
     severity = "medium"
     remediation = "manual"
+    reads = ("deal_projects",)
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         linked = ctx.deal_projects.side(BOTH).filter(pl.col("p_currency") == pl.col("o_currency"))
@@ -110,6 +113,7 @@ class CurrencyMismatch(BreakRule):
     break_type = "currency_mismatch"
     severity = "high"
     remediation = "manual"
+    reads = ("deal_projects", "erp_billing")
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         projects = (

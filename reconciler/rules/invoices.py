@@ -29,6 +29,7 @@ class InvoiceAmountMismatch(BreakRule):
     break_type = "invoice_amount_mismatch"
     severity = "high"
     remediation = "manual"
+    reads = ("psa_erp",)
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         diff = pl.col("e_total") - pl.col("k_total")
@@ -63,6 +64,7 @@ class InvoiceMissingInBilling(BreakRule):
     break_type = "invoice_missing_in_billing"
     severity = "high"
     remediation = "auto"
+    reads = ("erp_billing",)
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         grace = ctx.config.grace_of(self.break_type)
@@ -125,6 +127,7 @@ class InvoiceMissingInErp(BreakRule):
     break_type = "invoice_missing_in_erp"
     severity = "high"
     remediation = "manual"
+    reads = ("psa_erp", "erp_billing", "billing_invoices", "accounts", "erp_customers", "project_of_deal")
     match_window_days = 3
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
@@ -226,6 +229,7 @@ class InvoiceStatusMismatch(BreakRule):
     break_type = "invoice_status_mismatch"
     severity = "medium"
     remediation = "approval"
+    reads = ("erp_billing",)
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         return (
@@ -253,6 +257,7 @@ class InvoiceOverdue(BreakRule):
     break_type = "invoice_overdue"
     severity = "medium"
     remediation = "manual"
+    reads = ("erp_invoices", "applications")
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         applied = ctx.applications.group_by("invoice_ref").agg(

@@ -44,6 +44,7 @@ class DuplicatePayment(BreakRule):
     break_type = "duplicate_payment"
     severity = "high"
     remediation = "manual"
+    reads = ("duplicate_payments", "erp_payments", "erp_customers")
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         return _with_entity(ctx, duplicate_payments(ctx)).select(
@@ -65,6 +66,7 @@ class UnappliedCash(BreakRule):
     break_type = "unapplied_cash"
     severity = "medium"
     remediation = "manual"
+    reads = ("duplicate_payments", "erp_payments", "erp_customers")
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         dups = duplicate_payments(ctx).select("source_id")

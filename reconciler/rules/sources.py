@@ -52,6 +52,7 @@ class DuplicateKey(BreakRule):
     break_type = "duplicate_key"
     severity = "low"
     remediation = "manual"
+    reads = ("duplicates",)
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         item = pl.concat_str(

@@ -20,6 +20,7 @@ class ApprovedTimeNotInvoiced(BreakRule):
     break_type = "approved_time_not_invoiced"
     severity = "high"
     remediation = "manual"
+    reads = ("project_of_deal",)
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         entries = ctx.data.time_entries.filter(pl.col("source_system") == ctx.systems.psa)
@@ -59,6 +60,7 @@ class CompletedMilestoneNotInvoiced(BreakRule):
     break_type = "completed_milestone_not_invoiced"
     severity = "high"
     remediation = "manual"
+    reads = ("project_of_deal",)
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:
         grace = ctx.config.grace_of(self.break_type)

@@ -10,6 +10,7 @@ import pytest
 
 from reconciler import BREAK_TYPES, RULES, Calendar, ReconcileConfig, reconcile
 from reconciler._context import RuleContext
+from reconciler._engine import find_breaks, reconcile_in
 from tests.reconciler.estate import AS_OF, Estate, ago, day
 
 
@@ -390,3 +391,44 @@ def test_a_released_link_is_computed_again_when_read_and_reads_the_same() -> Non
     again = ctx.psa_erp
     assert again is not first
     assert again.frame.collect().equals(first.frame.collect())
+
+
+def _every_kind_of_record() -> Estate:
+    e = base()
+    e.account("B1", system="stripe")
+    e.deal("O1", amount=100)
+    e.deal("O2")
+    e.project("P1", "O1", currency="EUR")
+    e.project("P9", None)
+    e.time("T1", "P1", worked=day(90), approved_at=ago(80))
+    e.milestone("M1", "P1", completed_at=ago(30))
+    e.psa_invoice("K1", "P1", total=100)
+    e.psa_invoice("K2", "P1")
+    e.erp_invoice("E1", psa="K1", total=90)
+    e.erp_invoice("E2", status="paid")
+    e.billing_invoice("S1", erp="E2", status="open")
+    e.billing_invoice("S9", erp=None)
+    e.payment("PAY1", amount=100, reference="R1", received_days_ago=9)
+    e.payment("PAY2", amount=100, reference="R1", received_days_ago=3, unapplied=100)
+    e.apply("AP1", "PAY1", "E1", 40)
+    e.probe("netsuite", success_hours_ago=1)
+    return e
+
+
+def test_a_run_computes_each_shared_frame_once() -> None:
+    ctx = RuleContext(_every_kind_of_record().canonical(), AS_OF, ReconcileConfig())
+    result = reconcile_in(ctx)
+    assert len(set(result.breaks["break_type"])) >= 10
+    assert {"psa_erp", "erp_billing", "deal_projects", "duplicate_payments"} <= set(ctx.computations)
+    twice = {name: n for name, n in ctx.computations.items() if n > 1}
+    assert not twice  # a rule reads a frame it does not name in ``reads``
+
+
+def test_a_frame_only_rules_read_is_released_after_its_last_reader() -> None:
+    ctx = RuleContext(_every_kind_of_record().canonical(), AS_OF, ReconcileConfig())
+    amounts = {"invoice_amount_mismatch": RULES["invoice_amount_mismatch"]}
+    find_breaks(ctx, amounts)
+    assert "psa_erp" not in ctx.__dict__  # its only reader has run
+    assert "erp_invoices" in ctx.__dict__  # chains and KPIs read it after the rules
+    assert ctx.duplicates.height == 0  # the released link's duplicates are still known
+    assert ctx.computations["psa_erp"] == 1
