@@ -121,6 +121,7 @@ def reconcile_in(
     # Each step lets go of what only it read (whatever rules were chosen).
     ctx.release(*_READ_BY_RULES_ONLY)
     chains = build_chains(ctx)
+    ctx.release(*_READ_BY_CHAINS_ONLY)
     kpis = pl.concat(
         [
             compute_kpis(ctx, breaks, chains),
@@ -128,7 +129,7 @@ def reconcile_in(
         ],
         how="vertical",
     )
-    ctx.release(*_READ_BY_CHAINS_AND_KPIS)
+    ctx.release(*_READ_BY_KPIS)
     return ReconcileResult(
         as_of=ctx.as_of,
         breaks=breaks,
@@ -141,8 +142,11 @@ def reconcile_in(
 
 _READ_BY_RULES_ONLY = (
     "psa_erp", "erp_billing", "billing_invoices", "won", "crm_accounts", "duplicate_payments",
+    "accounts", "erp_customers",
 )  # fmt: skip
-_READ_BY_CHAINS_AND_KPIS = (
-    "deal_invoices", "invoice_deal", "deal_projects", "project_of_deal", "erp_invoices",
-    "psa_invoices", "applications", "opportunities", "projects",
+_READ_BY_CHAINS_ONLY = (
+    "deal_projects", "project_of_deal", "invoice_deal", "projects", "opportunities",
+    "erp_invoices", "applications",
 )  # fmt: skip
+_READ_BY_KPIS = ("deal_invoices", "psa_invoices")
+# erp_payments stays for the suggestions.
