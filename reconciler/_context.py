@@ -146,7 +146,6 @@ class RuleContext:
                 pl.col("source_system").alias("k_system"),
                 pl.col("source_id").alias("k_id"),
                 pl.col("project_ref").alias("k_project"),
-                pl.col("customer_ref").alias("k_customer"),
                 pl.col("total_minor").alias("k_total"),
                 pl.col("currency").alias("k_currency"),
                 pl.col("status").alias("k_status"),
@@ -223,7 +222,6 @@ class RuleContext:
             pl.col("psa_invoice_ref").alias("b_psa"),
             pl.col("total_minor").alias("b_total"),
             pl.col("currency").alias("b_currency"),
-            pl.col("status").alias("b_status"),
             self.normalised_status("status").alias("b_state"),
             pl.col("issued_on").alias("b_issued"),
             pl.col("source_modified_at").alias("b_modified"),
@@ -240,7 +238,7 @@ class RuleContext:
                 claims, left_on="b_id", right_on="e_twin", how="left", maintain_order="left"
             )
             .with_columns(pl.coalesce("b_erp", "_claim").alias("b_key"))
-            .drop("_claim")
+            .drop("_claim", "b_erp")
         )
 
     # ------------------------------------------------------------------ links

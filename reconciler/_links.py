@@ -24,6 +24,8 @@ import polars as pl
 
 SIDE = "_side"
 BOTH, LEFT_ONLY, RIGHT_ONLY = "both", "left_only", "right_only"
+SIDE_TYPE = pl.Enum([BOTH, LEFT_ONLY, RIGHT_ONLY])
+"""One byte a row, where a string took sixteen (three links of 1.5M rows at scale 40)."""
 
 DUPLICATES_SCHEMA: dict[str, pl.DataType] = {
     "link": pl.String(),
@@ -152,6 +154,7 @@ def link(
         .when(in_left)
         .then(pl.lit(LEFT_ONLY))
         .otherwise(pl.lit(RIGHT_ONLY))
+        .cast(SIDE_TYPE)
         .alias(SIDE)
     )
     clashes = set(left_rows.columns) | {SIDE}
