@@ -311,12 +311,14 @@ def _write_by_system(directory: Path, frame: pl.DataFrame, rows_per_file: int) -
     fresh.mkdir()
     if frame.is_empty():
         frame.write_ipc(fresh / _EMPTY)
-    for (system,), records in frame.partition_by("source_system", as_dict=True).items():
-        folder = fresh / f"source_system={quote(str(system), safe='')}"
-        folder.mkdir()
-        for n, start in enumerate(range(0, records.height, rows_per_file)):
-            part = records.slice(start, rows_per_file).drop("source_system")
-            part.write_ipc(folder / f"records-{n:05d}.arrow")
+    # Slice by slice: splitting the whole frame by system at once copied all of it (at scale 40,
+    # the cold load's peak went from 3.6 to 5.5 GiB); a slice's parts are one slice's worth.
+    for n, start in enumerate(range(0, frame.height, rows_per_file)):
+        records = frame.slice(start, rows_per_file)
+        for (system,), part in records.partition_by("source_system", as_dict=True).items():
+            folder = fresh / f"source_system={quote(str(system), safe='')}"
+            folder.mkdir(exist_ok=True)
+            part.drop("source_system").write_ipc(folder / f"records-{n:05d}.arrow")
     fresh.rename(directory)
 
 
