@@ -310,15 +310,17 @@ def _write_by_system(directory: Path, frame: pl.DataFrame, rows_per_file: int) -
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir()
     if frame.is_empty():
-        frame.write_ipc(fresh / _EMPTY)
+        _write_ipc(fresh / _EMPTY, frame)
     # Slice by slice: splitting the whole frame by system at once copied all of it (at scale 40,
     # the cold load's peak went from 3.6 to 5.5 GiB); a slice's parts are one slice's worth.
+    # A filter per system, not partition_by: 0.1 s against 2.2 s for 11.7M time entries.
     for n, start in enumerate(range(0, frame.height, rows_per_file)):
         records = frame.slice(start, rows_per_file)
-        for (system,), part in records.partition_by("source_system", as_dict=True).items():
+        for system in records.get_column("source_system").unique().sort().to_list():
             folder = fresh / f"source_system={quote(str(system), safe='')}"
             folder.mkdir(exist_ok=True)
-            part.drop("source_system").write_ipc(folder / f"records-{n:05d}.arrow")
+            part = records.filter(pl.col("source_system") == system).drop("source_system")
+            _write_ipc(folder / f"records-{n:05d}.arrow", part)
     fresh.rename(directory)
 
 
@@ -345,5 +347,11 @@ def _write_text(path: Path, text: str) -> None:
 def _write(path: Path, frame: pl.DataFrame) -> None:
     """Write beside and rename: the old file may still be mapped by a frame read from it."""
     fresh = path.with_suffix(".new")
-    frame.write_ipc(fresh)
+    _write_ipc(fresh, frame)
     fresh.replace(path)
+
+
+def _write_ipc(path: Path, frame: pl.DataFrame) -> None:
+    # In batches of a million rows: left to follow the frame's chunks, 11.7M time entries took
+    # 5.7 s to write, against 1.4 s.
+    frame.write_ipc(path, record_batch_size=1_000_000)

@@ -89,7 +89,10 @@ def find_breaks(
     """
     chosen = list((RULES if rules is None else rules).values())
     last_reader = {
-        name: i for i, rule in enumerate(chosen) for name in rule.reads if name in _READ_BY_RULES_ONLY
+        name: i
+        for i, rule in enumerate(chosen)
+        for name in rule.reads
+        if name in _READ_BY_RULES_ONLY
     }
     found = []
     for i, rule in enumerate(chosen):

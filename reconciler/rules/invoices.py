@@ -127,7 +127,14 @@ class InvoiceMissingInErp(BreakRule):
     break_type = "invoice_missing_in_erp"
     severity = "high"
     remediation = "manual"
-    reads = ("psa_erp", "erp_billing", "billing_invoices", "accounts", "erp_customers", "project_of_deal")
+    reads = (
+        "psa_erp",
+        "erp_billing",
+        "billing_invoices",
+        "accounts",
+        "erp_customers",
+        "project_of_deal",
+    )
     match_window_days = 3
 
     def find(self, ctx: RuleContext) -> pl.LazyFrame:

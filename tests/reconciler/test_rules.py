@@ -419,7 +419,9 @@ def test_a_run_computes_each_shared_frame_once() -> None:
     ctx = RuleContext(_every_kind_of_record().canonical(), AS_OF, ReconcileConfig())
     result = reconcile_in(ctx)
     assert len(set(result.breaks["break_type"])) >= 10
-    assert {"psa_erp", "erp_billing", "deal_projects", "duplicate_payments"} <= set(ctx.computations)
+    assert {"psa_erp", "erp_billing", "deal_projects", "duplicate_payments"} <= set(
+        ctx.computations
+    )
     twice = {name: n for name, n in ctx.computations.items() if n > 1}
     assert not twice  # a rule reads a frame it does not name in ``reads``
 
