@@ -249,7 +249,7 @@ def _run_reconcile(
             store.lock_break_register(conn)
             last = store.last_reconcile_as_of(conn)
             replay = last is not None and as_of < last
-            register = store.read_break_register(conn)
+            register = store.read_break_register(conn, ordered=False)
             if replay:
                 state = register
                 transitions = pl.DataFrame(schema=TRANSITION_SCHEMA)
