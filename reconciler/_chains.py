@@ -67,9 +67,16 @@ def _deal_invoices(ctx: RuleContext) -> pl.LazyFrame:
             ~pl.col("e_state").is_in(["void", "draft"])
             & (pl.col("e_issued").is_null() | (pl.col("e_issued") <= ctx.as_of.date()))
         )
+        .select(_DEAL_INVOICE_COLUMNS)
         .join(ctx.invoice_deal, on="e_id", how="left")
         .join(applied, left_on="e_id", right_on="invoice_ref", how="left")
     )
+
+
+_DEAL_INVOICE_COLUMNS = (
+    "e_system", "e_id", "e_total", "e_remaining", "e_currency", "e_state", "e_issued", "e_due",
+)  # fmt: skip
+"""The ERP invoice columns the chains and KPIs read (the others cost a copy at every join)."""
 
 
 def build_chains(ctx: RuleContext) -> pl.DataFrame:
