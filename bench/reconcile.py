@@ -1,6 +1,7 @@
 """Benchmark: a full reconcile from the store at scale N, then one after 1% of the records change.
 
 Run: .venv/bin/python bench/reconcile.py --scale 10 [--backend sqlite|postgresql] [--base-scale 1]
+     [--db FILE | --pg-db NAME] (keep the filled store for later runs)
 
 Targets (issue 5), on this 2-core machine: scale 40 (about 12M canonical rows) full reconcile
 under 15 s wall and 3 GB peak RSS; the reconcile after a 1% change under 3 s.
@@ -375,6 +376,23 @@ def postgres_database() -> tuple[str, str]:
     return admin_url, make_url(admin_url).set(database=name).render_as_string(hide_password=False)
 
 
+def kept_postgres_database(name: str) -> tuple[bool, str]:
+    """(whether it already existed, the URL of) a database that the bench keeps."""
+    admin_url = os.environ.get(
+        "O2C_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+    )
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        found = conn.execute(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": name}
+        ).first()
+        if found is None:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    return found is not None, url
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=float, default=10)
@@ -384,6 +402,11 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("data/bench-cache"))
     parser.add_argument(
         "--db", type=Path, help="SQLite file to fill (kept; filled only if it does not exist)"
+    )
+    parser.add_argument(
+        "--pg-db",
+        help="PostgreSQL database to fill (kept; filled only if it does not exist): later runs "
+        "reuse it, as changed by the earlier ones (1%% changes, the break register)",
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--as-of", help=argparse.SUPPRESS)
@@ -400,6 +423,8 @@ def main() -> None:
         reuse = args.db is not None and args.db.exists()
         if args.backend == "sqlite":
             url = f"sqlite:///{args.db or Path(tmp) / 'bench.sqlite3'}"
+        elif args.pg_db:
+            reuse, url = kept_postgres_database(args.pg_db)
         else:
             admin_url, url = postgres_database()
         try:
@@ -408,7 +433,7 @@ def main() -> None:
             engine.dispose()
             db = store.Store(url)
             if reuse:
-                print(f"{args.backend}: reusing {args.db} (delete it to fill again)")
+                print(f"{args.backend}: reusing {args.db or args.pg_db} (drop it to fill again)")
             else:
                 started = time.perf_counter()
                 rows = fill(db, frames, copies)
