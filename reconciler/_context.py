@@ -308,22 +308,40 @@ class RuleContext:
         """ERP invoice id -> its deal (opportunity id), by the first reference that resolves.
 
         The invoice's own opportunity reference, else its project's, else its PSA invoice's
-        project's.
+        project's. The PSA invoices are joined for the invoices still without a deal after
+        the first two (usually few): joining all 1.5M at scale 40 cost 0.5 s.
         """
-        project_opp = self.projects.select(pl.col("p_id"), pl.col("p_opp"))
-        psa = self.psa_invoices.select("k_id", "k_project")
-        return _now(
+        project_opp = self.projects.select("p_id", "p_opp").unique(
+            "p_id", keep="first", maintain_order=True
+        )
+        direct = (
             self.erp_invoices.select("e_id", "e_opp", "e_project", "e_psa")
             .join(project_opp, left_on="e_project", right_on="p_id", how="left")
-            .join(psa, left_on="e_psa", right_on="k_id", how="left")
+            .with_columns(pl.coalesce("e_opp", "p_opp").alias("o_id"))
+            .collect()
+        )
+        through_psa = (
+            direct.lazy()
+            .filter(pl.col("o_id").is_null())
+            .select("e_id", "e_psa")
             .join(
-                project_opp.rename({"p_opp": "_psa_opp"}),
-                left_on="k_project",
-                right_on="p_id",
+                self.psa_invoices.select("k_id", "k_project"),
+                left_on="e_psa",
+                right_on="k_id",
                 how="left",
             )
-            .select("e_id", pl.coalesce("e_opp", "p_opp", "_psa_opp").alias("o_id"))
-            .unique("e_id", keep="first")
+            .join(project_opp, left_on="k_project", right_on="p_id", how="left")
+            .select("e_id", pl.col("p_opp").alias("o_id"))
+            .unique("e_id", keep="first", maintain_order=True)
+        )
+        return _now(
+            pl.concat(
+                [
+                    direct.lazy().filter(pl.col("o_id").is_not_null()).select("e_id", "o_id"),
+                    through_psa,
+                ],
+                how="vertical",
+            )
         )
 
     @computed
