@@ -12,6 +12,35 @@ once (simulators on loopback -> probes -> collector -> store; cached as parquet 
 every id and reference suffixed per copy: the same records and defects, N times over, written
 through ``Store.ingest``. The estate is never mapped a second time outside the probes.
 
+Measured 2026-12-02 13:28-13:59 UTC (each backend and scale filled afresh; the code of 92c8ae9,
+48b5497 from the SQLite 40 run's re-run on), after the frame cache kept its records as files per
+source system of 1M rows (fbb83d5, 79bfef6), rules named what they read and each shared frame
+went after its last reader (33167f5, b5433fa), the cold cache write stopped copying whole
+entities (151a053, 0d57028) and the persist read the register unordered (92c8ae9). The machine's speed again varied about twofold (10M Python additions: 0.83 s before the
+PG 40 run, 1.6 s before the SQLite 40 run, 0.93-1.13 s before the scale-10 runs):
+
+    backend  scale  rows         cold full               warm re-run           after 1% change       no cache, full
+    PG       40     23,546,120   74.0 (50.2/14.3/9.5)    16.9 (0.2/14.3/2.4)   19.9 (1.8/15.0/3.0)   47.6 (33.6/12.0/1.8)
+                                 2.68 GiB                2.41 GiB              2.58 GiB              7.26 GiB
+    SQLite   40     23,546,120   140.1 (117.5/14.2/8.4)  17.8 (0.1/13.8/3.8)   22.8 (3.3/14.1/5.3)   136.9 (110.1/22.1/4.8)
+                                 2.53 GiB                2.44 GiB              2.70 GiB              5.71 GiB
+    PG       10     5,886,530    16.4 (10.9/3.4/2.1)     4.1 (0.2/3.2/0.7)     5.1 (0.6/3.4/1.0)     13.0 (8.4/3.8/0.7)
+                                 0.97 GiB                0.91 GiB              0.95 GiB              2.11 GiB
+    SQLite   10     5,886,530    35.1 (30.1/3.0/2.0)     3.9 (0.1/2.9/0.9)     5.6 (0.8/3.4/1.4)     28.3 (24.7/2.6/1.1)
+                                 0.99 GiB                0.86 GiB              1.02 GiB              1.78 GiB
+
+Every run with the frame cache now stays under 3 GB (2.41-2.70 GiB at scale 40, from 3.58-3.61);
+a run without it holds every record (5.7-7.3 GiB). Times: a warm full reconcile at scale 40 is
+14-17 s here depending on the machine's speed (its compute alone 11.3-15 s in runs of the same
+code through the afternoon); the 15 s target is met only at the machine's faster moments. The
+cold run is bound by moving 23.5M rows out of the database: ADBC's decoding of PostgreSQL's
+binary COPY costs about 1 CPU-microsecond a row on this machine (11 CPU-s for the 11.7M time
+entries alone; reading two halves in parallel gained 25%), and SQLite's rows are decoded in
+Python. The run after a 1% change is not incremental: every rule still runs over every record
+(the bench changes every 100th record of every entity, which touches about a third of the
+projects through their time entries, so recomputing only the deals reached would not be much
+cheaper either). Missed: 3 s for it.
+
 Measured 2026-12-02 11:30-11:44 UTC, after the frame cache became lazy scans (e753269), rules
 ran one by one with shared frames released between steps (09b9809), links
 gathered by row number (96d823a), SQLite read in batches and the C heap trimmed after a load
