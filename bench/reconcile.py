@@ -29,10 +29,18 @@ PG 40 run, 1.6 s before the SQLite 40 run, 0.93-1.13 s before the scale-10 runs)
     SQLite   10     5,886,530    35.1 (30.1/3.0/2.0)     3.9 (0.1/2.9/0.9)     5.6 (0.8/3.4/1.4)     28.3 (24.7/2.6/1.1)
                                  0.99 GiB                0.86 GiB              1.02 GiB              1.78 GiB
 
+Re-run at 14:20-14:25 on 44bc7c6 (invoice_deal joins the PSA invoices only where needed),
+--pg-db reusing the scale-40 PostgreSQL store filled at 13:10 (so the cold run's persist found
+its breaks already registered), the machine fast (10M additions: 0.74 s):
+
+    PG       40     23,546,120   50.2 (36.5/11.8/1.9)    12.3 (0.1/10.3/1.8)   14.4 (1.3/9.8/3.3)    43.8 (28.0/14.3/1.4)
+                                 2.67 GiB                2.42 GiB              2.69 GiB              7.15 GiB
+
 Every run with the frame cache now stays under 3 GB (2.41-2.70 GiB at scale 40, from 3.58-3.61);
 a run without it holds every record (5.7-7.3 GiB). Times: a warm full reconcile at scale 40 is
-14-17 s here depending on the machine's speed (its compute alone 11.3-15 s in runs of the same
-code through the afternoon); the 15 s target is met only at the machine's faster moments. The
+12-17 s here depending on the machine's speed (its compute alone 10-15 s in runs of nearly the
+same code through the afternoon); the 15 s target is met when the machine runs at its usual
+speed, not at its slow moments. The
 cold run is bound by moving 23.5M rows out of the database: ADBC's decoding of PostgreSQL's
 binary COPY costs about 1 CPU-microsecond a row on this machine (11 CPU-s for the 11.7M time
 entries alone; reading two halves in parallel gained 25%), and SQLite's rows are decoded in
