@@ -244,7 +244,7 @@ class FrameCache:
     def refresh(self, conn: Connection, entity: store.Entity) -> pl.LazyFrame:
         self.directory.mkdir(parents=True, exist_ok=True)
         url = conn.engine.url.render_as_string(hide_password=True)
-        identity = f"{url}@{store.head_revision()}:{sorted(_UNUSED.items())}"
+        identity = f"{url}@{store.head_revision()}:{sorted(_UNUSED.items())}:{_LAYOUT}"
         meta = self._meta()
         if meta.get("identity") != identity or "records" not in meta:
             meta = {"identity": identity, "marks": {}, "records": {}}
@@ -299,6 +299,9 @@ class FrameCache:
                 shutil.rmtree(old) if old.is_dir() else old.unlink(missing_ok=True)
         return self.directory / name
 
+
+_LAYOUT = "by-system-1"
+"""The cache's file layout: a cache written in another one is rebuilt, never misread."""
 
 _EMPTY = "empty.arrow"
 """An entity without records is one file of no rows (a partitioned scan needs a partition)."""

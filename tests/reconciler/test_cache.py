@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from datetime import datetime, timedelta
@@ -12,6 +13,7 @@ import pytest
 
 import store
 from reconciler import Canonical, FrameCache, reconcile
+from reconciler._canonical import _LAYOUT
 from tests.reconciler.estate import AS_OF, Estate
 
 
@@ -185,6 +187,26 @@ def test_records_split_across_files_read_back_whole(db: store.Store, tmp_path: P
     records = cache.records_path("accounts")
     assert records is not None
     assert len(list(records.glob("source_system=salesforce/*.arrow"))) == 3
+    assert loaded.sort("source_system", "source_id").equals(_accounts(db))
+
+
+def test_a_cache_in_an_earlier_layout_is_rebuilt(db: store.Store, tmp_path: Path) -> None:
+    _accounts_estate(2).write(db)
+    cache = FrameCache(tmp_path / "cache", lookback=timedelta(0))
+    Canonical.load(db, AS_OF, cache=cache)
+    meta = tmp_path / "cache" / "meta.json"
+    written = json.loads(meta.read_text())
+    # as the previous release wrote it: no layout in the identity, one flat file per entity
+    written["identity"] = written["identity"].removesuffix(f":{_LAYOUT}")
+    written["records"]["accounts"] = "accounts.0123456789ab.arrow"
+    pl.DataFrame({"source_system": ["x"]}).write_ipc(
+        tmp_path / "cache" / "accounts.0123456789ab.arrow"
+    )
+    meta.write_text(json.dumps(written))
+
+    again = FrameCache(tmp_path / "cache", lookback=timedelta(0))
+    loaded = Canonical.load(db, AS_OF, cache=again).accounts.collect()
+    assert again.full_reads == len(store.ENTITIES)
     assert loaded.sort("source_system", "source_id").equals(_accounts(db))
 
 
