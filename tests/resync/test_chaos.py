@@ -160,9 +160,10 @@ def test_two_executor_processes_on_one_postgresql_never_run_a_request_twice(
     with serve(estate) as sb:
         firm = synced_firm(sb, estate, key_file, postgres_url)
         injected = firm.open_truth()
-        # Slow writes keep both processes busy at the same time.
+        # Slow writes keep both processes busy at the same time. At 0.2 s a write, one process
+        # once did every request before the other had finished starting (CI, two busy cores).
         for vendor in ("kantata", "netsuite", "stripe"):
-            firm.faults(vendor, {"kind": "latency", "seconds": 0.2, "endpoint": "*.create*"})
+            firm.faults(vendor, {"kind": "latency", "seconds": 1.0, "endpoint": "*.create*"})
         env = {**sandbox_env(sb, key_file, postgres_url, retries=3), **RESYNC_ENV}
         env["O2C_RESYNC__LEASE_SECONDS"] = "300"  # a live worker's claim is never taken over
         with (tmp_path / "a").open("w") as a, (tmp_path / "b").open("w") as b:
@@ -181,10 +182,12 @@ def test_two_executor_processes_on_one_postgresql_never_run_a_request_twice(
         assert firm.open_truth().is_empty()
         assert vendor_duplicates(firm) == {"kantata": 0, "netsuite": 0, "stripe": 0}
 
-    with firm.db.begin() as conn:
-        requests = store.read_resync_requests(conn)
-        attempts = store.read_resync_attempts(conn)
+    try:
+        with firm.db.begin() as conn:
+            requests = store.read_resync_requests(conn)
+            attempts = store.read_resync_attempts(conn)
+    finally:
+        firm.db.dispose()  # a failure here must not leave connections for the next test
     assert requests.height == injected.height
     assert attempts.group_by("request_id").len()["len"].max() == 1
     assert attempts["worker"].n_unique() == 2  # both processes did work
-    firm.db.dispose()
