@@ -181,7 +181,7 @@ class FrameCache:
     ``<entity>.<token>``, Arrow files of each source system under ``source_system=<name>/``) and
     every version read since (``<entity>.changes.arrow``, one per record). Most plans read one
     system's records (the ERP's invoices, the billing system's payments), and a scan filtered on
-    ``source_system`` reads only that system's file: at scale 40, the three invoice role frames
+    ``source_system`` reads only that system's files: at scale 40, the three invoice role frames
     took 0.2 s and 0.4 GiB this way against 0.8 s and 1.5 GiB from one file of every system.
     A system's records are split in files of ``rows_per_file``: a scan decodes a whole file's
     columns before it filters them (at scale 40, filtering the 11.7M time entries took 1.4 GiB
